@@ -1,0 +1,1 @@
+"""activations layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""dictionary layer (see DESIGN.md)."""

@@ -1,0 +1,301 @@
+"""HookedModel: one instrumented forward / backward pass over an unmodified HF model.
+
+With nothing attached there is no hook on the model and ``run`` is the plain HF forward, bit for
+bit. Hooks — interventions, caches, gradient taps — are attached for one call and removed in
+``finally``; anything that satisfies the hook protocol (a ``site`` and ``__call__(act, ctx)``,
+optionally ``check(info)`` and ``writes``) can be attached, which is how
+``interplab.interventions`` plugs in without this layer importing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from interplab.core.errors import InterventionError, PositionError, SiteError
+from interplab.core.sites import Site, SiteKind, as_sites
+from interplab.models.adapter import Adapter
+from interplab.models.registry import adapter_for
+from interplab.runtime import dispatch
+from interplab.runtime.cache import ActivationCache
+from interplab.runtime.context import CheckInfo, ForwardContext
+from interplab.runtime.inputs import Batch, as_batch
+
+log = logging.getLogger(__name__)
+
+
+class HookedModel:
+    """An HF causal LM with typed sites, caching, per-row interventions and gradients."""
+
+    def __init__(self, hf_model: nn.Module, tokenizer=None, adapter: Adapter | None = None,
+                 source: dict | None = None) -> None:
+        self.hf = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.adapter = adapter or adapter_for(hf_model)
+        self.dims = self.adapter.dims
+        self.source = dict(source or {})
+        self._dispatch = dispatch.Dispatcher()
+        self._ctx: ForwardContext | None = None
+        self._persistent: list = []
+        self._mid: dict[tuple[int, str], torch.Tensor] = {}
+
+    # -- basics ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def n_torch_hooks(self) -> int:
+        """How many torch hooks interplab has on the model right now (0 when idle)."""
+        return self._dispatch.n_torch_hooks
+
+    def to_batch(self, inputs) -> Batch:
+        return as_batch(inputs, self.tokenizer, self.device)
+
+    def site(self, site: str | Site) -> Site:
+        """Parse and check a site against this model (layer and head ranges)."""
+        site = Site.parse(site)
+        self.adapter.check_site(site)
+        return site
+
+    def site_shape(self, site: str | Site) -> tuple[int, ...]:
+        return self.adapter.site_shape(Site.parse(site))
+
+    def all_sites(self, kind: str | SiteKind) -> list[Site]:
+        """One site per layer for a layered kind, e.g. every ``resid_post``."""
+        return [Site(layer, SiteKind(kind)) for layer in range(self.dims.n_layers)]
+
+    # -- forward passes ----------------------------------------------------------------------
+    def run(self, inputs, interventions: Iterable = (), *, max_new_tokens: int = 0) -> torch.Tensor:
+        """Logits [batch, pos, d_vocab] with the given interventions applied."""
+        batch = self.to_batch(inputs)
+        with self.attached(interventions, batch=batch), torch.no_grad():
+            return self._forward(batch)
+
+    def run_with_cache(self, inputs, sites, interventions: Iterable = (), *,
+                       positions: Sequence[int] | None = None, dtype: torch.dtype | None = None,
+                       device: torch.device | str | None = None,
+                       ) -> tuple[torch.Tensor, ActivationCache]:
+        """Logits and the activations at ``sites`` only (after interventions at that site).
+
+        ``positions`` keeps just those token positions of each prompt (negative counts from
+        the prompt's end), so memory is what was asked; ``dtype`` / ``device`` convert each
+        activation as it is produced (e.g. bfloat16 on the CPU while the model runs on GPU).
+        """
+        batch = self.to_batch(inputs)
+        sites = [self.site(s) for s in as_sites(sites)]
+        pos = None if positions is None else tuple(int(p) for p in positions)
+        if pos is not None:
+            self._check_positions(pos, batch.lengths.tolist(), "cache positions")
+        cache = ActivationCache(positions=pos, attention_mask=batch.attention_mask)
+        handles = []
+        try:
+            for site in sites:
+                handles += self._attach_site(
+                    site, self._cache_fn(site, cache, pos, dtype, device), dispatch.CACHE, False
+                )
+            logits = self.run(batch, interventions)
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, cache
+
+    def gradients(self, inputs, metric: Callable[[torch.Tensor, Batch], torch.Tensor], sites,
+                  interventions: Iterable = ()) -> GradientResult:
+        """The gradient of a scalar ``metric(logits, batch)`` at every site, from one backward.
+
+        Parameters are frozen for the call and the activation at the earliest asked hook point
+        becomes a leaf, so autograd records only the graph downstream of what was asked.
+        """
+        from interplab.runtime.gradients import gradients
+
+        return gradients(self, inputs, metric, sites, interventions)
+
+    def generate(self, inputs, max_new_tokens: int = 20, interventions: Iterable = (), **kw):
+        """Generate with interventions under the KV cache; see ``runtime.generate``."""
+        from interplab.runtime.generate import generate
+
+        return generate(self, inputs, max_new_tokens, interventions, **kw)
+
+    # -- attachment --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def attached(self, hooks: Iterable = (), *, batch: Batch | None = None,
+                 max_new_tokens: int = 0) -> Iterator[None]:
+        """Attach hooks (interventions) for the body; every one is removed in ``finally``.
+
+        With ``batch`` given, each hook also checks its rows and positions against it first.
+        Hooks attached by an outer ``attached`` stay on (and are checked) inside it.
+        """
+        hooks = list(hooks)
+        prepared = [self._prepare(h) for h in hooks]
+        if batch is not None:
+            for hook, site in [*self._persistent, *prepared]:
+                self._check_hook(hook, site, batch, max_new_tokens)
+        handles = []
+        outer = batch is None
+        try:
+            for hook, site in prepared:
+                handles += self._attach_site(
+                    site, self._hook_fn(hook), dispatch.INTERVENE, getattr(hook, "writes", True)
+                )
+            if outer:
+                self._persistent += prepared
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            if outer:
+                for item in prepared:
+                    self._persistent.remove(item)
+
+    def _prepare(self, hook) -> tuple[object, Site]:
+        if not hasattr(hook, "site") or not callable(hook):
+            raise InterventionError(
+                f"{hook!r} is not an intervention: it needs a 'site' and a __call__(act, ctx). "
+                "Use interplab.interventions (Patch, Ablate, Steer, Apply)."
+            )
+        site = self.site(hook.site)
+        point = self.adapter.point(site)
+        if getattr(hook, "writes", True) and not point.writable:
+            raise InterventionError(f"Site {site} is read-only: {point.why_read_only}.")
+        if site.kind == SiteKind.PATTERN:
+            self._check_pattern_available(site)
+        return hook, site
+
+    def _check_hook(self, hook, site: Site, batch: Batch, max_new: int) -> None:
+        check = getattr(hook, "check", None)
+        if check is None:
+            return
+        lengths = tuple(batch.lengths.tolist())
+        check(CheckInfo(site, self.site_shape(site), batch.shape[0], lengths,
+                        tuple(n + max_new for n in lengths)))
+
+    def _check_pattern_available(self, site: Site) -> None:
+        impl = getattr(self.hf.config, "_attn_implementation", None)
+        if impl != "eager":
+            raise SiteError(
+                f"Site {site} needs attention probabilities, which the {impl!r} attention "
+                "kernel does not return. Load the model with attn_implementation='eager' "
+                "(interplab's default)."
+            )
+
+    @staticmethod
+    def _check_positions(pos: Sequence[int], lengths: list[int], what: str) -> None:
+        shortest = min(lengths)
+        bad = [p for p in pos if not -shortest <= p < shortest]
+        if bad:
+            raise PositionError(
+                f"{what} {bad} out of range: the shortest prompt has {shortest} tokens, so "
+                f"valid positions are {-shortest}..{shortest - 1}."
+            )
+
+    # -- entries on hook points --------------------------------------------------------------
+    def _attach_site(self, site: Site, fn, priority: int, writes: bool) -> list:
+        point = self.adapter.point(site)
+        if site.kind == SiteKind.PATTERN:
+            self._check_pattern_available(site)
+        head, axis = site.head, point.head_axis
+
+        def entry(raw: torch.Tensor):
+            full = point.get(raw)
+            act = full if head is None else full.select(axis, head)
+            new = fn(act)
+            if new is None or new is act or not writes:
+                return None
+            if head is not None:
+                whole = full.clone()
+                whole.select(axis, head).copy_(new)
+                new = whole
+            return point.put(raw, new)
+
+        handles = [self._dispatch.add(point, entry, priority)]
+        if writes and site.kind == SiteKind.RESID_MID:
+            handles += self._attach_mid_fix(site.layer)
+        return handles
+
+    def _attach_mid_fix(self, layer: int) -> list:
+        """A write at resid_mid must also reach the residual branch the block adds the MLP to:
+        record the final resid_mid and MLP output, then rebuild the block output as
+        ``resid_mid + mlp_out`` — the same sum the HF block computes, so it is bit-exact."""
+        a = self.adapter
+        mid_pt = a.point(Site(layer, SiteKind.RESID_MID))
+        mlp_pt = a.point(Site(layer, SiteKind.MLP_OUT))
+        out_pt = a.point(Site(layer, SiteKind.RESID_POST))
+
+        def record(key):
+            def fn(raw):
+                self._mid[(layer, key)] = raw
+            return fn
+
+        def fix(raw):
+            mid, mlp = self._mid.pop((layer, "mid"), None), self._mid.pop((layer, "mlp"), None)
+            return None if mid is None or mlp is None else mid + mlp
+
+        return [
+            self._dispatch.add(mid_pt, record("mid"), dispatch.STASH),
+            self._dispatch.add(mlp_pt, record("mlp"), dispatch.STASH),
+            self._dispatch.add(out_pt, fix, dispatch.FIX),
+        ]
+
+    def _hook_fn(self, hook):
+        def fn(act):
+            if self._ctx is None:
+                raise InterventionError(
+                    "An interplab intervention fired outside HookedModel.run / run_with_cache / "
+                    "gradients / generate, so it has no positions to act on. Call the forward "
+                    "through HookedModel."
+                )
+            return hook(act, self._ctx)
+        return fn
+
+    def _cache_fn(self, site, cache: ActivationCache, pos, dtype, device):
+        def fn(act):
+            act = act.detach()
+            if pos is not None:
+                act = self._gather_positions(act, pos, site)
+            if dtype is not None or device is not None:
+                act = act.to(device=device or act.device, dtype=dtype or act.dtype)
+            elif pos is None:
+                act = act.clone()  # never alias a buffer the model may reuse
+            cache.acts[site] = act
+        return fn
+
+    def _gather_positions(self, act: torch.Tensor, pos, site: Site) -> torch.Tensor:
+        ctx = self._ctx
+        targets = torch.tensor(pos, device=act.device)[None, :].expand(ctx.batch_size, -1)
+        targets = torch.where(targets < 0, targets + ctx.lengths[:, None].to(act.device), targets)
+        hit = ctx.positions.to(act.device)[:, :, None] == targets[:, None, :]  # [b, s, k]
+        seq_idx = hit.float().argmax(1)  # [b, k]
+        axis = act.ndim - 2 if site.kind == SiteKind.PATTERN else 1
+        moved = act.movedim(axis, 1)
+        rows = torch.arange(ctx.batch_size, device=act.device)[:, None]
+        return moved[rows, seq_idx].movedim(1, axis)
+
+    # -- the forward itself ------------------------------------------------------------------
+    def _forward(self, batch: Batch) -> torch.Tensor:
+        ctx = ForwardContext(batch.positions, batch.lengths, "full")
+        return self._call(ctx, **batch.hf_kwargs(), use_cache=False).logits
+
+    def _call(self, ctx: ForwardContext, **hf_kwargs):
+        """One HF forward with ``ctx`` visible to every hook; per-forward state is cleared."""
+        self._ctx = ctx
+        self._mid.clear()
+        try:
+            return self.hf(**hf_kwargs)
+        finally:
+            self._ctx = None
+            self._mid.clear()
+
+    def __repr__(self) -> str:
+        d = self.dims
+        return (
+            f"HookedModel({self.source.get('name', type(self.hf).__name__)}: {self.adapter.name}, "
+            f"{d.n_layers} layers, d_model={d.d_model}, heads={d.n_heads}/{d.n_kv_heads})"
+        )
+
+
+from interplab.runtime.gradients import GradientResult  # noqa: E402  (type used above)

@@ -21,7 +21,7 @@ from interplab.models.hookpoint import HookPoint, heads
 # Keys every HF config may carry that do not change the computation.
 NEUTRAL_KEYS = frozenset(
     {
-        "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype",
+        "_name_or_path", "_model_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype",
         "id2label", "label2id", "is_encoder_decoder", "model_type", "output_attentions",
         "output_hidden_states", "problem_type", "return_dict", "transformers_version",
         "bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "sep_token_id",

@@ -146,9 +146,19 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32, device: str =
         ) from err
     if strict_config:
         adapter_class_for(config).check_config(config)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(where), dtype=dtype, attn_implementation=attn_implementation, local_files_only=local
-    ).to(device)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if local:
+        hf_logging.disable_progress_bar()  # a cached load takes about a second; no bar
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(where), dtype=dtype, attn_implementation=attn_implementation,
+            local_files_only=local,
+        ).to(device)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.eval()
     model.requires_grad_(False)
     try:

@@ -278,7 +278,9 @@ class HookedModel:
     # -- the forward itself ------------------------------------------------------------------
     def _forward(self, batch: Batch) -> torch.Tensor:
         ctx = ForwardContext(batch.positions, batch.lengths, "full")
-        return self._call(ctx, **batch.hf_kwargs(), use_cache=False).logits
+        # No use_cache override: HF's default (config.use_cache) changes the key/value layout
+        # the attention matmuls see, so forcing it off would break bit-identity with m(ids).
+        return self._call(ctx, **batch.hf_kwargs()).logits
 
     def _call(self, ctx: ForwardContext, **hf_kwargs):
         """One HF forward with ``ctx`` visible to every hook; per-forward state is cleared."""

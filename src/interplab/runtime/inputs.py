@@ -66,8 +66,10 @@ def batch_from_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None 
     positions = attention_mask.cumsum(-1) - 1
     positions = positions.masked_fill(attention_mask == 0, -1)
     # Real tokens must be contiguous, or "position p" would mean nothing.
-    span = positions.amax(-1) + 1
-    if not torch.equal(span, lengths):
+    idx = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    first = torch.where(attention_mask == 1, idx, input_ids.shape[1]).amin(-1)
+    last = torch.where(attention_mask == 1, idx, -1).amax(-1)
+    if not torch.equal(last - first + 1, lengths):
         raise InputError("Each row's real tokens must be contiguous (left or right padding).")
     return Batch(input_ids, attention_mask, positions, lengths)
 

@@ -1,0 +1,74 @@
+"""Logit lens (nostalgebraist 2020): read each layer's residual stream through the model's own
+final norm and unembedding, as if the network stopped there.
+
+Assumptions: the final norm is applied with its own statistics at every layer (no tuned-lens
+translators), so early layers read off-distribution; for the last layer the lens is exactly
+the model's logits, which the tests check. Reference: "interpreting GPT: the logit lens",
+LessWrong, 2020.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from interplab.core.config import param
+from interplab.core.errors import ConfigError
+from interplab.core.sites import Site, SiteKind
+
+
+@dataclass(frozen=True)
+class LogitLensConfig:
+    """What to read through the lens."""
+
+    prompt: str = param(help="The prompt whose next-token prediction is read layer by layer.")
+    model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
+    top_k: int = param(5, help="How many top tokens to keep per layer.")
+    position: int = param(-1, help="Token position to read (negative counts from the end).")
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            raise ConfigError("LogitLensConfig.prompt is empty; give the text to read.")
+        if self.top_k < 1:
+            raise ConfigError(f"LogitLensConfig.top_k must be >= 1, got {self.top_k}.")
+
+
+@dataclass
+class LogitLensResult:
+    """Per layer (axis ``layer``, the residual after that block): top-k tokens and their
+    probabilities, and the probability and rank of the model's final top-1 token."""
+
+    config: LogitLensConfig
+    layers: list[int]
+    top_ids: torch.Tensor  # [layer, top_k]
+    top_probs: torch.Tensor  # [layer, top_k]
+    final_id: int
+    final_prob: torch.Tensor  # [layer]
+    final_rank: torch.Tensor  # [layer]
+    logits: torch.Tensor  # [d_vocab] the model's own logits at the position
+    lens_logits: torch.Tensor  # [layer, d_vocab]
+
+
+def logit_lens(model, config: LogitLensConfig) -> LogitLensResult:
+    """Run the prompt once, caching every resid_post at one position, and decode each."""
+    batch = model.to_batch(config.prompt)
+    n = int(batch.lengths[0])
+    if not -n <= config.position < n:
+        raise ConfigError(
+            f"position {config.position} is outside the prompt's {n} tokens (valid {-n}..{n - 1})."
+        )
+    sites = [Site(layer, SiteKind.RESID_POST) for layer in range(model.dims.n_layers)]
+    logits, cache = model.run_with_cache(batch, sites, positions=[config.position])
+    with torch.no_grad():
+        resid = torch.stack([cache[s][0, 0] for s in sites])  # [layer, d_model]
+        lens = model.adapter.apply_unembed(model.adapter.apply_final_norm(resid)).float()
+    probs = lens.softmax(-1)
+    final = logits[0, config.position].float()
+    final_id = int(final.argmax())
+    top = probs.topk(config.top_k, dim=-1)
+    rank = (lens > lens[:, final_id : final_id + 1]).sum(-1)
+    return LogitLensResult(
+        config, list(range(len(sites))), top.indices, top.values, final_id,
+        probs[:, final_id], rank, final, lens,
+    )

@@ -1,0 +1,59 @@
+"""The ``interplab`` command. Subcommands are thin: parse a config, call one library function,
+print. Errors a user can trigger print as one clear message (exit 2), not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from interplab.analyses.logit_lens import LogitLensConfig
+from interplab.cli.args import add_config_args, config_from_args
+from interplab.core.errors import InterplabError
+
+
+def _cmd_lens(args) -> int:
+    from interplab.cli.render import print_lens
+    from interplab.runtime.loading import load
+
+    config = config_from_args(LogitLensConfig, args)
+    from interplab.analyses.logit_lens import logit_lens
+
+    model = load(config.model)
+    print_lens(model, logit_lens(model, config))
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from interplab.cli.render import print_models
+    from interplab.models.loading import list_models
+
+    print_models(list_models())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interplab", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    lens = sub.add_parser("lens", help="top next-token predictions and a logit-lens table")
+    add_config_args(lens, LogitLensConfig, positional=("prompt",))
+    lens.set_defaults(func=_cmd_lens)
+    models = sub.add_parser("models", help="list default and cached models")
+    models.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except InterplabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

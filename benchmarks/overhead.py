@@ -47,7 +47,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parent
 
@@ -71,7 +71,9 @@ SHIM = textwrap.dedent(
             return interplab.load(name, **kw), note
     """
 )
-exec(SHIM)  # defines _load_interplab here; subprocesses get the same text
+_shim_ns: dict = {}
+exec(SHIM, _shim_ns)  # the subprocesses below run the same text
+_load_interplab = _shim_ns["_load_interplab"]
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -224,6 +226,40 @@ def held_bytes(tensors) -> dict:
 
 def max_abs(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def check_numerics(contenders: dict, ids, sites, tl_names) -> tuple[dict, dict]:
+    """Logits of (b) vs (a) bit for bit; resid_post of every cache against the others."""
+    checks: dict = {}
+    held: dict = {}
+    with torch.no_grad():
+        ref = contenders["hf"](ids)
+        got = contenders["ip_run"](ids)
+        checks["ip_run_logits_bit_identical_to_hf"] = bool(torch.equal(ref, got))
+        checks["ip_run_logits_max_abs_diff"] = float((ref - got).abs().max())
+        ip_logits, ip_cache = contenders["ip_cache"](ids)
+        ip_acts = [ip_cache[s] for s in sites]
+        held["ip_cache"] = held_bytes(ip_cache.acts.values())
+        checks["ip_cache_logits_bit_identical_to_hf"] = bool(torch.equal(ref, ip_logits))
+        _, raw_acts = contenders["raw_hooks"](ids)
+        held["raw_hooks"] = held_bytes(raw_acts)
+        checks["resid_post_max_abs_ip_vs_raw_hooks"] = max_abs(ip_acts, raw_acts)
+        tl_acts = None
+        if "tl_cache" in contenders:
+            tl_logits, tl_cache = contenders["tl_cache"](ids)
+            tl_acts = [tl_cache[n] for n in tl_names]
+            held["tl_cache"] = held_bytes(tl_acts)
+            checks["resid_post_max_abs_ip_vs_tl"] = max_abs(ip_acts, tl_acts)
+            checks["logits_max_abs_tl_vs_hf"] = float((tl_logits - ref).abs().max())
+        if "nns_cache" in contenders:
+            nn_logits, nn_acts = contenders["nns_cache"](ids)
+            nn_acts = [a[0] if isinstance(a, tuple) else a for a in nn_acts]
+            held["nns_cache"] = held_bytes(nn_acts)
+            checks["resid_post_max_abs_ip_vs_nnsight"] = max_abs(ip_acts, nn_acts)
+            checks["logits_max_abs_nnsight_vs_hf"] = float((nn_logits - ref).abs().max())
+            if tl_acts is not None:
+                checks["resid_post_max_abs_tl_vs_nnsight"] = max_abs(tl_acts, nn_acts)
+    return checks, held
 
 
 def run_subprocess(code: str, timeout: int = 300) -> dict:
@@ -388,31 +424,9 @@ def main(argv=None) -> dict:
         except ImportError as err:
             notes.append(f"nnsight not installed ({err}); row (e) skipped.")
 
-    # -- numerics ------------------------------------------------------------------------------
-    checks: dict = {}
-    tl_cache = tl_acts = nn_acts = None
-    with torch.no_grad():
-        ref = contenders["hf"](ids)
-        got = contenders["ip_run"](ids)
-        checks["ip_run_logits_bit_identical_to_hf"] = bool(torch.equal(ref, got))
-        checks["ip_run_logits_max_abs_diff"] = float((ref - got).abs().max())
-        ip_logits, ip_cache = contenders["ip_cache"](ids)
-        ip_acts = [ip_cache[s] for s in sites]
-        checks["ip_cache_logits_bit_identical_to_hf"] = bool(torch.equal(ref, ip_logits))
-        raw_logits, raw_acts = contenders["raw_hooks"](ids)
-        checks["resid_post_max_abs_ip_vs_raw_hooks"] = max_abs(ip_acts, raw_acts)
-        if "tl_cache" in contenders:
-            tl_logits, tl_cache = contenders["tl_cache"](ids)
-            tl_acts = [tl_cache[n] for n in tl_names]
-            checks["resid_post_max_abs_ip_vs_tl"] = max_abs(ip_acts, tl_acts)
-            checks["logits_max_abs_tl_vs_hf"] = float((tl_logits - ref).abs().max())
-        if "nns_cache" in contenders:
-            nn_logits, nn_acts = contenders["nns_cache"](ids)
-            nn_acts = [a[0] if isinstance(a, tuple) else a for a in nn_acts]
-            checks["resid_post_max_abs_ip_vs_nnsight"] = max_abs(ip_acts, nn_acts)
-            checks["logits_max_abs_nnsight_vs_hf"] = float((nn_logits - ref).abs().max())
-            if "tl_cache" in contenders:
-                checks["resid_post_max_abs_tl_vs_nnsight"] = max_abs(tl_acts, nn_acts)
+    # -- numerics and what each cache holds (results die with the function's frame) -------------
+    checks, cache_object = check_numerics(contenders, ids, sites, tl_names)
+    gc.collect()
 
     # -- memory --------------------------------------------------------------------------------
     memory: dict = {"bytes_asked": asked, "method": (
@@ -420,25 +434,14 @@ def main(argv=None) -> dict:
         "max running sum during one call, retained = sum at return with logits + cache alive. "
         "'extra' rows subtract the plain HF forward's figures. Cache bytes are counted from the "
         "cache object's tensors (numel x itemsize, and their distinct storages).")}
+    memory["cache_object"] = cache_object
     if not args.no_memory:
-        with torch.no_grad():
-            memory["cache_object"] = {"ip_cache": held_bytes(ip_cache.acts.values()),
-                                      "raw_hooks": held_bytes(raw_acts)}
-            if "tl_cache" in contenders:
-                memory["cache_object"]["tl_cache"] = held_bytes(tl_cache[n] for n in tl_names)
-                memory["cache_object"]["tl_cache_all_entries"] = held_bytes(
-                    v for v in tl_cache.cache_dict.values())
-            if "nns_cache" in contenders:
-                memory["cache_object"]["nns_cache"] = held_bytes(nn_acts)
         prof = {name: alloc_profile(fn, ids) for name, fn in contenders.items()}
         base = prof["hf"]
         for row in prof.values():
             row["extra_peak_bytes"] = row["peak_bytes"] - base["peak_bytes"]
             row["extra_retained_bytes"] = row["retained_bytes"] - base["retained_bytes"]
         memory["alloc_profile"] = prof
-    # Drop every result so the timed runs start from the same heap.
-    ref = got = ip_logits = ip_cache = ip_acts = raw_logits = raw_acts = None
-    tl_logits = tl_cache = tl_acts = nn_logits = nn_acts = None
     gc.collect()
 
     # -- timing --------------------------------------------------------------------------------

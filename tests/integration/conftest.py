@@ -18,6 +18,7 @@ from .families import (
     ForwardCounter,
     build,
     left_pad,
+    remove_torch_hooks,
     tokens,
     torch_hooks,
 )
@@ -40,10 +41,7 @@ def model(hf_model):
     yield hooked
     leaked = torch_hooks(hf_model)
     changed = [n for n, p in hf_model.named_parameters() if p.requires_grad != flags[n]]
-    for m in hf_model.modules():
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-        m._backward_hooks.clear()
+    remove_torch_hooks(hf_model)
     for n, p in hf_model.named_parameters():
         p.requires_grad_(flags[n])
     assert leaked == 0, f"{leaked} torch hooks left on the HF model"

@@ -94,12 +94,28 @@ def build(name: str):
 
 
 # -- hygiene -----------------------------------------------------------------------------------
+def _ours(fn) -> bool:
+    # transformers installs its own output-capturing hooks the first time hidden states or
+    # attentions are asked for, and keeps them; those are not ours to count or remove.
+    return not getattr(fn, "__module__", "").startswith("transformers")
+
+
 def torch_hooks(module: torch.nn.Module) -> int:
-    """Every forward / pre-forward / backward hook on any submodule."""
+    """Forward / pre-forward / backward hooks on any submodule, other than transformers' own."""
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        _ours(fn)
         for m in module.modules()
+        for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks)
+        for fn in hooks.values()
     )
+
+
+def remove_torch_hooks(module: torch.nn.Module) -> None:
+    """Remove every hook ``torch_hooks`` counts."""
+    for m in module.modules():
+        for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks):
+            for key in [k for k, fn in hooks.items() if _ours(fn)]:
+                del hooks[key]
 
 
 def assert_clean(model: HookedModel) -> None:

@@ -188,23 +188,46 @@ def interleaved(contenders: dict, ids, rounds: int, warmup: int) -> dict[str, li
     return times
 
 
+def _memory_events(fn, ids) -> tuple[object, list[tuple[int, int]]]:
+    """Run ``fn(ids)`` under the kineto CPU profiler with memory recording; (result, events).
+
+    The low-level enable/disable pair skips the public ``profile`` object's event-tree parsing,
+    which takes ~10 s per forward here; the public API is the fallback if the private one moved.
+    """
+    try:
+        from torch.autograd import ProfilerActivity, _disable_profiler, _enable_profiler, _prepare_profiler
+        from torch.autograd.profiler import ProfilerConfig, ProfilerState, _ExperimentalConfig
+
+        cfg = ProfilerConfig(ProfilerState.KINETO, False, True, False, False, False, _ExperimentalConfig())
+        activities = {ProfilerActivity.CPU}
+        _prepare_profiler(cfg, activities)
+        _enable_profiler(cfg, activities)
+        try:
+            out = fn(ids)
+        finally:
+            results = _disable_profiler()
+    except (ImportError, TypeError, AttributeError):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = fn(ids)
+        results = prof.profiler.kineto_results
+    events = sorted((e.start_ns(), e.nbytes()) for e in results.events() if e.name() == "[memory]")
+    return out, events
+
+
 def alloc_profile(fn, ids) -> dict:
     """Peak and retained bytes of torch CPU allocations during one call, from the profiler.
 
     torch has no CPU allocator statistics (``torch.cuda.memory_stats`` has no CPU twin), but the
-    profiler with ``profile_memory=True`` records every c10 CPU allocation and free with its
-    size. Summing them in time order gives the peak above the starting point and what is still
-    allocated when the call returns while its result (logits + cache) is alive. Python objects
-    and glibc's own caching are not counted; RSS is not used because glibc keeps freed pages.
+    profiler's memory recording sees every c10 CPU allocation and free with its size. Summing
+    them in time order gives the peak above the starting point and what is still allocated when
+    the call returns while its result (logits + cache) is alive. Python objects and glibc's own
+    caching are not counted; RSS is not used because glibc keeps freed pages.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     gc.collect()
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn(ids)
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
+    with torch.no_grad():
+        out, events = _memory_events(fn, ids)
     level = peak = 0
     for _, nbytes in events:
         level += nbytes
@@ -293,17 +316,16 @@ def import_and_load_timing(name: str, attn: str, repeats: int) -> dict:
                           "transformers_imported_by_interplab": "transformers" in sys.modules}))
         """
     )
-    load_code = textwrap.dedent(
+    load_code = "import json, time\nimport interplab, transformers\n" + SHIM + textwrap.dedent(
         f"""
-        import json, time
-        import interplab, transformers
-        {SHIM}
-        t0 = time.perf_counter(); m, note = _load_interplab({name!r}, attn_implementation={attn!r})
+        t0 = time.perf_counter()
+        m, note = _load_interplab({name!r}, attn_implementation={attn!r})
         t1 = time.perf_counter()
         again = []
         for _ in range(2):
             del m
-            s = time.perf_counter(); m, _ = _load_interplab({name!r}, attn_implementation={attn!r})
+            s = time.perf_counter()
+            m, _ = _load_interplab({name!r}, attn_implementation={attn!r})
             again.append(time.perf_counter() - s)
         print(json.dumps({{"first_load_in_process": t1 - t0, "later_loads": again}}))
         """

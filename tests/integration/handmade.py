@@ -75,7 +75,7 @@ LAYOUTS = {
         layers="gpt_neox.layers", attn_add="attention", attn_add_tuple=True, mlp_add="mlp",
         o_proj="attention.dense", down_proj="mlp.dense_4h_to_h",
         qkv="attention.query_key_value", fused="per_head", mlp_branch=_neox_mlp,
-        final_norm="gpt_neox.final_layer_norm", unembed="embed_out",
+        final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
     ),
 }
 

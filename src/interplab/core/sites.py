@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from interplab.core.errors import SiteError, choices
 
 
-class SiteKind(str, Enum):
+class SiteKind(StrEnum):
     EMBED = "embed"
     RESID_PRE = "resid_pre"
     RESID_MID = "resid_mid"

@@ -236,8 +236,17 @@ class Ablate(Intervention):
             return torch.zeros_like(current)
         if self.mode == "mean":
             return self._entries(self.value, current, slot, key)
-        gen = torch.Generator().manual_seed(self.seed)
-        pick = torch.randint(self.value.shape[0], (current.shape[0],), generator=gen)
+        # Each (row slot, position key) gets its own draw, whatever else this forward holds:
+        # a token is then resampled alike in a full forward, a prefill or a decode step (so
+        # generate's KV-cache path equals its reference), and in any batch. One seeded
+        # stream per slot, indexed by key (randint's stream is prefix-stable in its length).
+        slot, key = slot.cpu(), key.cpu()
+        pick = torch.empty(current.shape[0], dtype=torch.long)
+        for s in slot.unique().tolist():
+            sel = slot == s
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + s)
+            stream = torch.randint(self.value.shape[0], (int(key[sel].max()) + 1,), generator=gen)
+            pick[sel] = stream[key[sel]]
         return self.value[pick].to(device=current.device, dtype=current.dtype)
 
 

@@ -185,7 +185,7 @@ def list_models() -> list[dict]:
         rows.append(row)
     for meta in sorted((cache_root() / "models").glob(f"*/{META}")):
         data = json.loads(meta.read_text())
-        if not data.get("name") in DEFAULTS:
+        if data.get("name") not in DEFAULTS:
             rows.append({"name": data.get("gguf"), "description": "converted GGUF",
                          "installed": True, "cached": True, "path": str(meta.parent)})
     return rows

@@ -47,7 +47,8 @@ class NeoXAdapter(Adapter):
         return self.model.gpt_neox.final_layer_norm
 
     def unembed(self):
-        return self.model.embed_out
+        # transformers 5 renamed GPT-NeoX's unembedding from embed_out to lm_head.
+        return self.model.lm_head if hasattr(self.model, "lm_head") else self.model.embed_out
 
     def attn(self, layer):
         return self.blocks()[layer].attention

@@ -1,0 +1,49 @@
+"""TaskData: the named result of building a task — aligned clean/corrupt batches and answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from interplab.runtime.inputs import Batch
+from interplab.tasks.config import TaskConfig
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """``n`` clean/corrupt prompt pairs, tokenized as ``HookedModel.run`` would tokenize them.
+
+    Row ``i`` of ``clean`` and of ``corrupt`` have the same token length, and both batches are
+    left-padded to the same width, so a token position (and a padded column) means the same
+    thing in both: what activation patching needs. Positions in ``meta`` are prompt positions
+    (index within the prompt's own tokens, BOS included, as ``Batch.positions`` and intervention
+    specs count them); the padded column of position ``p`` in row ``i`` is ``column(i, p)``.
+    """
+
+    name: str
+    clean: Batch
+    corrupt: Batch
+    answers: torch.Tensor  # [batch] int64: the correct next token after each clean prompt
+    wrong: torch.Tensor  # [batch] int64: the corrupt prompt's answer, or the distractor
+    clean_text: list[str]
+    corrupt_text: list[str]
+    meta: dict = field(default_factory=dict)
+    n_dropped: int = 0  # candidate pairs filtered out (multi-token words, unequal lengths)
+    config: TaskConfig | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.clean_text)
+        assert self.clean.shape == self.corrupt.shape and self.clean.shape[0] == n
+        assert torch.equal(self.clean.lengths, self.corrupt.lengths)
+        assert self.answers.shape == self.wrong.shape == (n,) and len(self.corrupt_text) == n
+
+    def __len__(self) -> int:
+        return len(self.clean_text)
+
+    def column(self, row: int, position: int) -> int:
+        """The padded column of prompt position ``position`` (negative counts from the end)."""
+        length = int(self.clean.lengths[row])
+        if position < 0:
+            position += length
+        return self.clean.shape[1] - length + position

@@ -30,6 +30,7 @@ class Layout:
     qkv: tuple[str, str, str] | str  # separate q/k/v projections, or the fused one
     fused: str | None  # None, "split" (GPT-2: [q | k | v]) or "per_head" (NeoX: [h, q k v])
     mlp_branch: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # block, resid_mid -> MLP share
+    mid_norm: str  # (in a block) the norm whose input is resid_mid (also the MLP's residual)
     final_norm: str
     unembed: str
 
@@ -54,7 +55,8 @@ _LLAMA = Layout(
     layers="model.layers", attn_add="self_attn", attn_add_tuple=True, mlp_add="mlp",
     o_proj="self_attn.o_proj", down_proj="mlp.down_proj",
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), fused=None,
-    mlp_branch=_llama_mlp, final_norm="model.norm", unembed="lm_head",
+    mlp_branch=_llama_mlp, mid_norm="post_attention_layernorm", final_norm="model.norm",
+    unembed="lm_head",
 )
 LAYOUTS = {
     "llama": _LLAMA,
@@ -64,18 +66,20 @@ LAYOUTS = {
         mlp_add="post_feedforward_layernorm", o_proj="self_attn.o_proj",
         down_proj="mlp.down_proj",
         qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), fused=None,
-        mlp_branch=_gemma3_mlp, final_norm="model.norm", unembed="lm_head",
+        mlp_branch=_gemma3_mlp, mid_norm="pre_feedforward_layernorm", final_norm="model.norm",
+        unembed="lm_head",
     ),
     "gpt2": Layout(
         layers="transformer.h", attn_add="attn", attn_add_tuple=True, mlp_add="mlp",
         o_proj="attn.c_proj", down_proj="mlp.c_proj", qkv="attn.c_attn", fused="split",
-        mlp_branch=_gpt2_mlp, final_norm="transformer.ln_f", unembed="lm_head",
+        mlp_branch=_gpt2_mlp, mid_norm="ln_2", final_norm="transformer.ln_f", unembed="lm_head",
     ),
     "neox": Layout(
         layers="gpt_neox.layers", attn_add="attention", attn_add_tuple=True, mlp_add="mlp",
         o_proj="attention.dense", down_proj="mlp.dense_4h_to_h",
         qkv="attention.query_key_value", fused="per_head", mlp_branch=_neox_mlp,
-        final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
+        mid_norm="post_attention_layernorm", final_norm="gpt_neox.final_layer_norm",
+        unembed="lm_head",
     ),
 }
 
@@ -164,10 +168,59 @@ class Hand:
 
         self.on_output(block, rebuild)
 
+    # -- capturing whole tensors for autograd, and reading a site's gradient from them -----
+    def capture(self, site: str, store: dict) -> None:
+        """Keep the raw HF tensor behind ``site`` (``L<l>.<kind>[h<h>]``) in ``store``."""
+        layer, kind, head = _parse(site)
+
+        def keep(x):
+            x.retain_grad()
+            store[site] = x
+            return x
+
+        if kind == "resid_pre":
+            self.on_input(self.block(layer), keep)
+        elif kind == "resid_mid":  # the very tensor the block also adds the MLP's output to
+            self.on_input(self.sub(layer, self.lay.mid_norm), keep)
+        elif kind == "mlp.hidden":
+            self.on_input(self.sub(layer, self.lay.down_proj), keep)
+        elif kind == "attn.z":
+            self.on_input(self.sub(layer, self.lay.o_proj), keep)
+        elif kind in ("attn.q", "attn.k", "attn.v"):
+            path = self.lay.qkv if self.lay.fused else self.lay.qkv["qkv".index(kind[-1])]
+            self.on_output(self.sub(layer, path), keep)
+        else:
+            raise ValueError(site)
+
+    def site_view(self, site: str, raw: torch.Tensor) -> torch.Tensor:
+        """The site's activation (or gradient) inside the raw tensor ``capture`` kept."""
+        _, kind, head = _parse(site)
+        d = self.d_head
+        if kind in ("attn.q", "attn.k", "attn.v"):
+            i = "qkv".index(kind[-1])
+            n = self.n_heads if kind == "attn.q" else self.n_kv
+            if self.lay.fused == "split":
+                raw = raw[..., i * self.n_heads * d: (i * self.n_heads + n) * d]
+            elif self.lay.fused == "per_head":
+                raw = raw.unflatten(-1, (self.n_heads, 3 * d))[..., i * d: (i + 1) * d].flatten(-2)
+            raw = raw.unflatten(-1, (n, d))
+        elif kind == "attn.z":
+            raw = raw.unflatten(-1, (self.n_heads, d))
+        return raw if head is None else raw[..., head, :]
+
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+def _parse(site: str) -> tuple[int, str, int | None]:
+    layer, rest = site.split(".", 1)
+    head = None
+    if rest.endswith("]"):
+        rest, h = rest[:-1].split("[h")
+        head = int(h)
+    return int(layer[1:]), rest, head
 
 
 def _slice_edit(start: int, stop: int, edit: Edit) -> Edit:

@@ -182,6 +182,24 @@ def test_greater_than_digit_and_pair_units():
         assert tok.decode([int(pairs.clean.input_ids[i, pairs.column(i, pos)])]) == f"{year:02d}"
 
 
+class MergingYears(FakeTokenizer):
+    """GPT-2 style, but the years of the 1400s are one token (' 1432'), as GPT-2 has many."""
+
+    def _cut(self, chunk):
+        if chunk.startswith(" 14") and len(chunk) == 5 and chunk[3:].isdigit():
+            return [chunk]
+        return super()._cut(chunk)
+
+
+def test_greater_than_pair_unit_drops_years_that_are_not_cut_century_plus_year():
+    data = build("greater_than", MergingYears(digits="pair"), n=30)
+    assert data.meta["year_unit"] == "pair" and 14 not in data.meta["centuries"]
+    assert data.n_dropped > 0
+    with pytest.raises(ConfigError, match=r"the year in .* 14\d\d to the year 14' is cut as "
+                       r"\[' 14\d\d'\], not as century \+ the one token"):
+        build("greater_than", MergingYears(digits="pair"), n=30, on_multi_token="raise")
+
+
 def test_filter_drops_split_words_and_keeps_going():
     tok = FakeTokenizer(split={"Mary", "John", "Paul"})
     data = build("ioi", tok, n=40, seed=1)
@@ -200,7 +218,7 @@ def test_raise_names_the_split_answer_and_its_tokens():
 def test_raise_names_the_word_that_breaks_equal_lengths():
     tok = FakeTokenizer(split={p for _, p in SUBJECTS})
     with pytest.raises(ConfigError, match=r"sva: the clean prompt .* is \d+ tokens but the corrupt "
-                       r"prompt .* is \d+: ' \w+' is \d tokens .* but ' \w+' is \d"):
+                       r"prompt .* is \d+: ' \w+' is [12] tokens? \[.*\] but ' \w+' is [12] tokens? \["):
         build("sva", tok, on_multi_token="raise")
 
 

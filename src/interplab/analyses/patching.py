@@ -177,10 +177,14 @@ def activation_patching(model, clean: Batch, corrupt: Batch, answers: torch.Tens
     effects, raw = effects.reshape(shape), raw.reshape(shape)
     # Test against "no effect": 0 when denoising (still corrupt), 1 when noising (still clean).
     null = 0.0 if config.direction == "denoising" else 1.0
-    summary = summarize(effects - null, confidence=config.confidence,
-                        n_resamples=config.n_resamples, seed=config.seed)
-    summary = dataclasses.replace(summary, mean=summary.mean + null, low=summary.low + null,
-                                  high=summary.high + null)
+    summary = None
+    if n < 2:
+        log.warning("One prompt: no confidence intervals or tests (they need >= 2 prompts).")
+    else:
+        summary = summarize(effects - null, confidence=config.confidence,
+                            n_resamples=config.n_resamples, seed=config.seed)
+        summary = dataclasses.replace(summary, mean=summary.mean + null,
+                                      low=summary.low + null, high=summary.high + null)
     labels = []
     if model.tokenizer is not None:
         labels = [model.tokenizer.decode([t]) for t in clean.input_ids[0].tolist()]

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 ATTEMPTS_PER_PAIR = 50  # candidates drawn per wanted pair before giving up
 
 
+def _tokens(ids: list[int]) -> str:
+    return f"{len(ids)} token" + ("" if len(ids) == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Pair:
     """One candidate clean/corrupt pair, as text."""
@@ -143,8 +147,8 @@ class Task:
         for role, word in (("answer", pair.answer), ("wrong answer", pair.wrong)):
             ids[role] = word_ids(tok, word)
             if len(ids[role]) != 1:
-                return Problem("multi-token answer", f"the {role} {word!r} is {len(ids[role])} "
-                               f"tokens {pieces(tok, ids[role])!r}, not one")
+                return Problem("multi-token answer", f"the {role} {word!r} is {_tokens(ids[role])} "
+                               f"{pieces(tok, ids[role])!r}, not one")
         if ids["answer"] == ids["wrong answer"]:
             return Problem("same answer", f"the answer {pair.answer!r} and the wrong answer "
                            f"{pair.wrong!r} are the same token")
@@ -173,8 +177,8 @@ class Task:
         for a, b in pair.swaps:
             ta, tb = word_ids(tok, a), word_ids(tok, b)
             if len(ta) != len(tb):
-                culprits.append(f"{a!r} is {len(ta)} tokens {pieces(tok, ta)!r} but {b!r} is "
-                                f"{len(tb)} {pieces(tok, tb)!r}")
+                culprits.append(f"{a!r} is {_tokens(ta)} {pieces(tok, ta)!r} but {b!r} is "
+                                f"{_tokens(tb)} {pieces(tok, tb)!r}")
         detail = "; ".join(culprits) or (
             f"tokens {pieces(tok, clean_ids)!r} vs {pieces(tok, corrupt_ids)!r}"
         )

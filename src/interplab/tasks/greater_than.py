@@ -84,9 +84,13 @@ class GreaterThan(Task):
         )
 
     def check(self, pair, clean_ids, corrupt_ids, positions) -> Problem | None:
-        if self.unit == "pair" and len(positions["year"]) != 1:
-            return Problem("year not one token", f"the year in {pair.clean!r} is not cut as "
-                           "century + one two-digit token, which year_unit='pair' needs")
+        # The paper keeps only years cut as [XX][YY], so the YY token is where the year lives.
+        year = pair.clean[slice(*pair.clean_spans["year"])]
+        found = [self.tokenizer.decode([clean_ids[p]]) for p in positions["year"]]
+        if self.unit == "pair" and found != [year]:
+            return Problem("year not one token", f"the year in {pair.clean!r} is cut as "
+                           f"{found!r}, not as century + the one token {year!r} that "
+                           "year_unit='pair' needs")
         return None
 
     def extra_meta(self, kept: list[Kept]) -> dict:

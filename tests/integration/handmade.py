@@ -171,7 +171,7 @@ class Hand:
     # -- capturing whole tensors for autograd, and reading a site's gradient from them -----
     def capture(self, site: str, store: dict) -> None:
         """Keep the raw HF tensor behind ``site`` (``L<l>.<kind>[h<h>]``) in ``store``."""
-        layer, kind, head = _parse(site)
+        layer, kind, _ = _parse(site)
 
         def keep(x):
             x.retain_grad()

@@ -32,6 +32,30 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from interplab.runs.ioi_demo import IOIDemoConfig, ioi_demo
+
+    path = ioi_demo(config_from_args(IOIDemoConfig, args))
+    print(f"IOI report: {path / 'report.html'}")
+    return 0
+
+
+def _cmd_patch(args) -> int:
+    from interplab.runs.experiments import PatchRunConfig, patch_run
+
+    path = patch_run(config_from_args(PatchRunConfig, args))
+    print(f"patching report: {path / 'report.html'}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from interplab.runs.experiments import run_config_file
+
+    path = run_config_file(args.config)
+    print(f"report: {path / 'report.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interplab", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -39,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     lens = sub.add_parser("lens", help="top next-token predictions and a logit-lens table")
     add_config_args(lens, LogitLensConfig, positional=("prompt",))
     lens.set_defaults(func=_cmd_lens)
+    from interplab.runs.experiments import PatchRunConfig
+    from interplab.runs.ioi_demo import IOIDemoConfig
+
+    demo = sub.add_parser("demo", help="the IOI analysis as an HTML report (the main job)")
+    add_config_args(demo, IOIDemoConfig)
+    demo.set_defaults(func=_cmd_demo)
+    patch = sub.add_parser("patch", help="one activation-patching sweep on a task, as a run record")
+    add_config_args(patch, PatchRunConfig)
+    patch.set_defaults(func=_cmd_patch)
+    run = sub.add_parser("run", help="run any analysis from a YAML/JSON config file")
+    run.add_argument("config", help="path to the config file (see README)")
+    run.set_defaults(func=_cmd_run)
     models = sub.add_parser("models", help="list default and cached models")
     models.set_defaults(func=_cmd_models)
     return parser

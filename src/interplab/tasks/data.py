@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
-from interplab.runtime.inputs import Batch
+from interplab.core.errors import InputError
+from interplab.runtime.inputs import Batch, batch_from_ids
 from interplab.tasks.config import TaskConfig
 
 
@@ -47,3 +49,33 @@ class TaskData:
         if position < 0:
             position += length
         return self.clean.shape[1] - length + position
+
+    def select(self, rows) -> TaskData:
+        """The pairs ``rows`` only, with padding columns no row needs removed."""
+        rows = [int(r) for r in rows]
+        if not rows:
+            raise InputError("select() needs at least one row.")
+        idx = torch.tensor(rows)
+        keep = self.clean.attention_mask[idx].bool().any(0) | self.corrupt.attention_mask[idx].bool().any(0)
+
+        def cut(batch: Batch) -> Batch:
+            return batch_from_ids(batch.input_ids[idx][:, keep], batch.attention_mask[idx][:, keep])
+
+        n = len(self)
+        meta = {k: [v[r] for r in rows] if isinstance(v, list) and len(v) == n else v
+                for k, v in self.meta.items()}
+        return dataclasses.replace(
+            self, clean=cut(self.clean), corrupt=cut(self.corrupt), answers=self.answers[idx],
+            wrong=self.wrong[idx], clean_text=[self.clean_text[r] for r in rows],
+            corrupt_text=[self.corrupt_text[r] for r in rows], meta=meta,
+        )
+
+    def largest_aligned_group(self, key: str = "templates") -> TaskData:
+        """The biggest set of pairs sharing ``meta[key]`` (e.g. one template) and one token
+        length, so positions mean the same token in every prompt (what sweeps over positions
+        need)."""
+        groups: dict = {}
+        for r in range(len(self)):
+            tag = (self.meta[key][r] if key in self.meta else None, int(self.clean.lengths[r]))
+            groups.setdefault(tag, []).append(r)
+        return self.select(max(groups.values(), key=len))

@@ -1,0 +1,95 @@
+"""Config-driven runs: ``interplab run config.yaml`` and the per-analysis subcommands.
+
+A config file names an analysis and its fields::
+
+    analysis: patching          # or: ioi_demo, logit_lens
+    model: smollm2-135m
+    task: ioi
+    n: 8
+    sweep: heads
+    direction: denoising
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from interplab.analyses.patching import PatchingConfig, activation_patching
+from interplab.core.config import param
+from interplab.core.errors import ConfigError, choices
+from interplab.runs.record import RunRecord
+from interplab.runs.report import Report
+from interplab.runs.sections import patching_section
+
+
+@dataclass(frozen=True)
+class PatchRunConfig:
+    """An activation-patching sweep on a registered task, written as a run record."""
+
+    model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
+    task: str = param("ioi", help="Registered task (ioi, greater_than, induction, facts, sva).")
+    n: int = param(8, help="Number of clean/corrupt pairs (one template and length).")
+    sweep: str = param("resid_pre", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out, heads, heads_by_position.")
+    direction: str = param("denoising", help="denoising or noising.")
+    metric: str = param("logit_diff", help="logit_diff, prob, loss or kl.")
+    seed: int = param(0, help="Seed of the prompts and statistics.")
+    n_resamples: int = param(2000, help="Bootstrap resamples.")
+    out: str = param("runs", help="Directory for run records.")
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}.")
+        self.patching()  # validates sweep / direction / metric before any work
+
+    def patching(self) -> PatchingConfig:
+        return PatchingConfig(sweep=self.sweep, direction=self.direction, metric=self.metric,
+                              seed=self.seed, n_resamples=self.n_resamples)
+
+
+def patch_run(config: PatchRunConfig, model=None) -> Path:
+    from interplab.runtime.loading import load
+    from interplab.tasks import TaskConfig, make_task
+
+    model = model or load(config.model)
+    task = make_task(config.task, model.tokenizer, TaskConfig(n=max(40 * config.n, 200), seed=config.seed))
+    task = task.largest_aligned_group()
+    if len(task) < config.n:
+        raise ConfigError(f"Only {len(task)} {config.task} pairs share one template; ask for n <= {len(task)}.")
+    task = task.select(range(config.n))
+    result = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
+                                 config.patching())
+    report = Report(f"{config.task}: {config.direction} patching of {config.sweep} on {model.source.get('name')}")
+    report.text(f"{len(task)} pairs, e.g. clean {task.clean_text[0]!r} / corrupt {task.corrupt_text[0]!r}.")
+    with RunRecord(config.out, f"patch-{config.task}-{config.sweep}", config, model, config.seed) as run:
+        patching_section(run, report, "patching", result, f"{config.direction} patching of {config.sweep}")
+        run.write_text("report.html", report.render())
+    return run.final
+
+
+def _build(cls, data: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"Unknown fields {unknown} for {cls.__name__}; valid: {sorted(names)}.")
+    return cls(**data)
+
+
+def run_config_file(path: str | Path) -> Path:
+    from interplab.runs.ioi_demo import IOIDemoConfig, ioi_demo
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or "analysis" not in data:
+        raise ConfigError(f"{path} must be a mapping with an 'analysis' key, e.g. 'analysis: patching'.")
+    analysis = data.pop("analysis")
+    runners = {"patching": (PatchRunConfig, patch_run), "ioi_demo": (IOIDemoConfig, ioi_demo)}
+    if analysis not in runners:
+        raise ConfigError(f"Unknown analysis {analysis!r}. Valid: {choices(runners)}.")
+    cls, fn = runners[analysis]
+    return fn(_build(cls, data))

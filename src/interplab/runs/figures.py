@@ -1,0 +1,74 @@
+"""Figures for run reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def effect_heatmap(mean: torch.Tensor, row_labels, col_labels, title: str, *,
+                   significant: torch.Tensor | None = None, halfwidth: torch.Tensor | None = None,
+                   xlabel: str = "", ylabel: str = "layer", center: float = 0.0):
+    """Mean effect per cell on a diverging scale; dots mark cells significant after BH; a
+    second panel shows the CI half-width, so a bright cell with a wide CI reads as uncertain."""
+    panels = 2 if halfwidth is not None else 1
+    rows, cols = mean.shape
+    width = min(3 + 0.45 * cols, 12) * panels
+    fig, axes = plt.subplots(1, panels, figsize=(width, 1.8 + 0.2 * rows), squeeze=False)
+    span = max(float((mean - center).abs().max()), 1e-6)
+    ax = axes[0, 0]
+    im = ax.imshow(mean.numpy(), cmap="RdBu_r", vmin=center - span, vmax=center + span,
+                   aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="mean effect (0 = corrupt, 1 = clean)")
+    if significant is not None:
+        ys, xs = significant.nonzero(as_tuple=True)
+        if len(xs):
+            ax.scatter(xs.numpy(), ys.numpy(), s=5, c="k", marker="o", label="q < 0.05 (BH)")
+            ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    _label(ax, row_labels, col_labels, title, xlabel, ylabel)
+    if halfwidth is not None:
+        ax2 = axes[0, 1]
+        im2 = ax2.imshow(halfwidth.numpy(), cmap="viridis", aspect="auto", interpolation="nearest")
+        fig.colorbar(im2, ax=ax2, fraction=0.04, label="CI half-width")
+        _label(ax2, row_labels, col_labels, "uncertainty (bootstrap CI half-width)", xlabel, ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def _label(ax, row_labels, col_labels, title, xlabel, ylabel):
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks(range(len(col_labels)))
+    ax.set_xticklabels(col_labels, rotation=70, fontsize=7)
+    step = max(1, len(row_labels) // 15)
+    ax.set_yticks(range(0, len(row_labels), step))
+    ax.set_yticklabels([row_labels[i] for i in range(0, len(row_labels), step)], fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def scatter_compare(x: torch.Tensor, y: torch.Tensor, xlabel: str, ylabel: str, title: str):
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.scatter(x.numpy(), y.numpy(), s=10, alpha=0.7)
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def lens_plot(probs: torch.Tensor, label: str, title: str):
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(range(len(probs)), probs.numpy(), marker="o", ms=3)
+    ax.set_xlabel("layer (resid_post)")
+    ax.set_ylabel(f"p({label})")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,60 @@
+"""Turning analysis results into run-record entries and report sections."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from interplab.runs.figures import effect_heatmap
+from interplab.runs.record import RunRecord
+from interplab.runs.report import Report
+
+
+def patching_section(run: RunRecord, report: Report, key: str, result, title: str,
+                     top: int = 10) -> None:
+    """Heatmap with CIs, the top cells with their CIs / p / q, and the tensors."""
+    s = result.summary
+    axes = result.axes
+    names = list(axes)
+    run.add_tensors(key, {"effects": result.effects, "raw": result.raw,
+                          "clean_metric": result.clean_metric,
+                          "corrupt_metric": result.corrupt_metric})
+    if s is not None:
+        run.add_tensors(key, {"mean": s.mean, "low": s.low, "high": s.high, "p": s.p, "q": s.q})
+    run.add_results(key, {"config": dataclasses.asdict(result.config), "axes": axes,
+                          "position_labels": result.position_labels})
+    mean = result.effects.mean(0) if s is None else s.mean
+    if mean.ndim != 2:
+        return
+    rows = [f"L{v}" for v in axes[names[0]]]
+    if names[1] == "pos" and result.position_labels:
+        cols = [f"{p}:{result.position_labels[p]!r}" for p in axes["pos"]]
+    else:
+        cols = [f"{names[1][0]}{v}" for v in axes[names[1]]]
+    fig = effect_heatmap(
+        mean.float(), rows, cols, title,
+        significant=None if s is None else s.significant,
+        halfwidth=None if s is None else ((s.high - s.low) / 2).float(),
+        xlabel=names[1],
+    )
+    report.heading(title)
+    report.figure(run.save_figure(fig, key), f"{title}: mean over {result.effects.shape[0]} "
+                  "prompts; dots: significant after Benjamini–Hochberg (q < 0.05).")
+    order = mean.flatten().abs().argsort(descending=True)[:top]
+    table = []
+    for flat in order.tolist():
+        i, j = divmod(flat, mean.shape[1])
+        cell = f"L{axes[names[0]][i]} {names[1]} {cols[j]}"
+        if s is None:
+            table.append([cell, float(mean[i, j]), "", "", "", ""])
+        else:
+            table.append([cell, float(s.mean[i, j]), f"[{float(s.low[i, j]):.3f}, {float(s.high[i, j]):.3f}]",
+                          float(s.p[i, j]), float(s.q[i, j]), float(s.effect_size[i, j])])
+    report.table(["cell", "mean effect", f"{int(100 * (s.confidence if s else 0.95))}% CI",
+                  "p (permutation)", "q (BH)", "Hedges g"], table)
+
+
+def baseline_rows(clean: torch.Tensor, corrupt: torch.Tensor, ci) -> list[list]:
+    return [["clean", float(clean.mean()), f"[{float(ci[0].low):.3f}, {float(ci[0].high):.3f}]"],
+            ["corrupt", float(corrupt.mean()), f"[{float(ci[1].low):.3f}, {float(ci[1].high):.3f}]"]]

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from interplab.analyses.metrics import answer_metric, normalise
 from interplab.core.config import param
@@ -85,6 +86,8 @@ class CausalTracingConfig:
             raise ConfigError("noise_scale and noise_std must be >= 0 (a standard deviation).")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}.")
+        if self.layers == () or self.positions == ():
+            raise ConfigError("layers / positions is empty; leave it None to sweep them all.")
 
 
 @dataclass
@@ -171,10 +174,12 @@ def causal_tracing(model, prompts, subject_positions, answers, wrong=None,
     answers = torch.as_tensor(answers).long().reshape(-1)
     wrong = None if wrong is None else torch.as_tensor(wrong).long().reshape(-1)
     subjects = _check_inputs(model, batch, subject_positions, answers, wrong, config)
+    answers = answers.to(model.device)
+    wrong = None if wrong is None else wrong.to(model.device)
     n, n_pos = batch.shape
     n_layers = model.dims.n_layers
-    layers = [v % n_layers for v in config.layers] if config.layers else list(range(n_layers))
-    positions = [v % n_pos for v in config.positions] if config.positions else list(range(n_pos))
+    layers = list(range(n_layers)) if config.layers is None else [v % n_layers for v in config.layers]
+    positions = list(range(n_pos)) if config.positions is None else [v % n_pos for v in config.positions]
     cells = [(L, p) for L in layers for p in positions]
     std = config.noise_std if config.noise_std is not None else config.noise_scale * embedding_std(model)
     kind = SiteKind(config.kind)
@@ -186,10 +191,10 @@ def causal_tracing(model, prompts, subject_positions, answers, wrong=None,
         r = last_logits.shape[0]
         return answer_metric(config.metric, last_logits, answers[i].repeat(r), wrong_ids[i].repeat(r)).float()
 
-    clean_m = torch.stack([score(logits[i : i + 1, -1], i)[0] for i in range(n)])
+    clean_m = torch.stack([score(logits[i : i + 1, -1], i)[0] for i in range(n)]).cpu()
     trace = _naive if config.naive else _batched
     raw, corrupt_m = torch.empty(n, len(cells)), torch.empty(n)
-    for i in range(n):
+    for i in tqdm(range(n), desc="causal tracing", disable=n * len(cells) * config.n_noise < 2000):
         one = Batch(batch.input_ids[i : i + 1], batch.attention_mask[i : i + 1],
                     batch.positions[i : i + 1], batch.lengths[i : i + 1])
         noise = noise_draws(config.seed, i, config.n_noise, len(subjects[i]), model.dims.d_model)
@@ -238,7 +243,7 @@ def _naive(model, config, one, prompt, clean_acts, subject, noised, cells, score
     for k in range(config.n_noise):
         for c in range(-1, len(cells)):
             edits = _edits(config, [(k, c)], prompt, clean_acts, subject, noised, cells, model.dims.n_layers)
-            out[k, c + 1] = score(model.run(one, edits)[:, -1], prompt)[0]
+            out[k, c + 1] = float(score(model.run(one, edits)[:, -1], prompt)[0])
     return out
 
 

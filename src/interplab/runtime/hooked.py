@@ -146,6 +146,8 @@ class HookedModel:
                 self._persistent += prepared
             yield
         finally:
+            for h in handles:
+                h.remove()
             if outer:
                 for item in prepared:
                     self._persistent.remove(item)

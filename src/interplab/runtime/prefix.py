@@ -23,7 +23,11 @@ def prefix_states(model, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]
         raise InputError("Prefix reuse needs prompts of equal length (no padding).")
     ctx = ForwardContext(batch.positions, batch.lengths, "full")
     with torch.no_grad():
-        out = model._call(ctx, input_ids=batch.input_ids, use_cache=True, logits_to_keep=1)
+        # A config-less DynamicCache keeps every key of every layer; with the config, sliding-
+        # window layers would keep only the last `sliding_window` keys, and slicing the prefix
+        # out of those picks the wrong tokens.
+        out = model._call(ctx, input_ids=batch.input_ids, past_key_values=DynamicCache(),
+                          use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -39,7 +43,7 @@ def run_suffix(model, batch: Batch, start: int, kv, rows: torch.Tensor, interven
             ctx = ForwardContext(sub.positions, sub.lengths, "full")
             return model._call(ctx, input_ids=sub.input_ids, use_cache=False,
                                logits_to_keep=logits_to_keep).logits
-    cache = DynamicCache(config=model.hf.config)
+    cache = DynamicCache()  # full layers, see prefix_states; HF's masks apply the window
     for layer, (k, v) in enumerate(kv):
         cache.update(k[rows, :, :start], v[rows, :, :start], layer)
     suffix = sub.positions[:, start:]

@@ -61,8 +61,9 @@ FAMILIES = [
     Family("llama_gqa", "llama", tf.LlamaConfig, tf.LlamaForCausalLM,
            _decoder(3, 4, 2), n_layers=3, n_kv_heads=2),
     Family("qwen2", "qwen", tf.Qwen2Config, tf.Qwen2ForCausalLM, _decoder(2, 4, 2), n_kv_heads=2),
+    # head_dim * n_heads (128) != hidden_size (64): head widths never stand in for d_model
     Family("qwen3", "qwen", tf.Qwen3Config, tf.Qwen3ForCausalLM,
-           _decoder(2, 4, 2, head_dim=16), n_kv_heads=2),
+           _decoder(2, 4, 2, head_dim=32), n_kv_heads=2, d_head=32),
     Family("gemma3", "gemma3", tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
            _decoder(3, 4, 2, head_dim=16, sliding_window=3,
                     layer_types=["sliding_attention", "full_attention", "sliding_attention"]),

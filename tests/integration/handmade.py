@@ -31,6 +31,7 @@ class Layout:
     fused: str | None  # None, "split" (GPT-2: [q | k | v]) or "per_head" (NeoX: [h, q k v])
     mlp_branch: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # block, resid_mid -> MLP share
     mid_norm: str  # (in a block) the norm whose input is resid_mid (also the MLP's residual)
+    embed: str
     final_norm: str
     unembed: str
 
@@ -55,8 +56,8 @@ _LLAMA = Layout(
     layers="model.layers", attn_add="self_attn", attn_add_tuple=True, mlp_add="mlp",
     o_proj="self_attn.o_proj", down_proj="mlp.down_proj",
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), fused=None,
-    mlp_branch=_llama_mlp, mid_norm="post_attention_layernorm", final_norm="model.norm",
-    unembed="lm_head",
+    mlp_branch=_llama_mlp, mid_norm="post_attention_layernorm", embed="model.embed_tokens",
+    final_norm="model.norm", unembed="lm_head",
 )
 LAYOUTS = {
     "llama": _LLAMA,
@@ -66,20 +67,22 @@ LAYOUTS = {
         mlp_add="post_feedforward_layernorm", o_proj="self_attn.o_proj",
         down_proj="mlp.down_proj",
         qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), fused=None,
-        mlp_branch=_gemma3_mlp, mid_norm="pre_feedforward_layernorm", final_norm="model.norm",
-        unembed="lm_head",
+        mlp_branch=_gemma3_mlp, mid_norm="pre_feedforward_layernorm",
+        embed="model.embed_tokens",  # Gemma3TextScaledWordEmbedding: scaled by sqrt(d_model)
+        final_norm="model.norm", unembed="lm_head",
     ),
     "gpt2": Layout(
         layers="transformer.h", attn_add="attn", attn_add_tuple=True, mlp_add="mlp",
         o_proj="attn.c_proj", down_proj="mlp.c_proj", qkv="attn.c_attn", fused="split",
-        mlp_branch=_gpt2_mlp, mid_norm="ln_2", final_norm="transformer.ln_f", unembed="lm_head",
+        mlp_branch=_gpt2_mlp, mid_norm="ln_2", embed="transformer.wte",
+        final_norm="transformer.ln_f", unembed="lm_head",
     ),
     "neox": Layout(
         layers="gpt_neox.layers", attn_add="attention", attn_add_tuple=True, mlp_add="mlp",
         o_proj="attention.dense", down_proj="mlp.dense_4h_to_h",
         qkv="attention.query_key_value", fused="per_head", mlp_branch=_neox_mlp,
-        mid_norm="post_attention_layernorm", final_norm="gpt_neox.final_layer_norm",
-        unembed="lm_head",
+        mid_norm="post_attention_layernorm", embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
     ),
 }
 
@@ -119,6 +122,15 @@ class Hand:
         self.handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
 
     # -- sites, by hand -----------------------------------------------------------------------
+    def embed(self, edit: Edit) -> None:
+        self.on_output(self.m.get_submodule(self.lay.embed), edit)
+
+    def ln_final(self, edit: Edit) -> None:
+        self.on_output(self.m.get_submodule(self.lay.final_norm), edit)
+
+    def logits(self, edit: Edit) -> None:
+        self.on_output(self.m.get_submodule(self.lay.unembed), edit)
+
     def resid_pre(self, layer: int, edit: Edit) -> None:
         self.on_input(self.block(layer), edit)
 
@@ -171,14 +183,18 @@ class Hand:
     # -- capturing whole tensors for autograd, and reading a site's gradient from them -----
     def capture(self, site: str, store: dict) -> None:
         """Keep the raw HF tensor behind ``site`` (``L<l>.<kind>[h<h>]``) in ``store``."""
-        layer, kind, _ = _parse(site)
-
         def keep(x):
             x.retain_grad()
             store[site] = x
             return x
 
-        if kind == "resid_pre":
+        if site in ("embed", "ln_final", "logits"):
+            getattr(self, site)(keep)
+            return
+        layer, kind, _ = _parse(site)
+        if kind in ("resid_post", "attn_out", "mlp_out"):
+            getattr(self, kind)(layer, keep)
+        elif kind == "resid_pre":
             self.on_input(self.block(layer), keep)
         elif kind == "resid_mid":  # the very tensor the block also adds the MLP's output to
             self.on_input(self.sub(layer, self.lay.mid_norm), keep)
@@ -194,6 +210,8 @@ class Hand:
 
     def site_view(self, site: str, raw: torch.Tensor) -> torch.Tensor:
         """The site's activation (or gradient) inside the raw tensor ``capture`` kept."""
+        if "." not in site:
+            return raw
         _, kind, head = _parse(site)
         d = self.d_head
         if kind in ("attn.q", "attn.k", "attn.v"):

@@ -9,6 +9,7 @@ import torch
 import transformers as tf
 
 from interplab.core.errors import (
+    InputError,
     InterplabError,
     InterventionError,
     PositionError,
@@ -269,3 +270,35 @@ def test_unsupported_config_value_is_refused(name, overrides, match):
                              rf"handle these config entries: .*{match}"):
         HookedModel(hf)
     assert counter.calls == 0
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def test_generate_refuses_right_padding(model, forward_calls, ids):
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    right = {"input_ids": ids, "attention_mask": mask}
+    for kv in (True, False):
+        _refused(model, forward_calls,
+                 lambda m, kv=kv: m.generate(right, max_new_tokens=2, use_kv_cache=kv),
+                 InputError,
+                 re.escape("generate() needs left-padded prompts, but rows [1] end in padding."))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m, ids: m.generate(ids, max_new_tokens=0), "max_new_tokens must be >= 1, got 0"),
+        (lambda m, ids: m.generate(ids, do_sample=True, temperature=0.0),
+         "temperature must be > 0 when sampling"),
+        (lambda m, ids: m.run(ids[:, :0]), r"Empty batch: token ids of shape \(2, 0\)"),
+        (lambda m, ids: m.run(ids.float()), "Token ids must be an integer tensor"),
+        (lambda m, ids: m.run({"input_ids": ids, "attention_mask": torch.zeros_like(ids)}),
+         r"Rows \[0, 1\] have no real tokens"),
+        (lambda m, ids: m.run({"input_ids": ids, "attention_mask": torch.tensor(
+            [[1, 1, 0, 1, 1, 1, 1], [1] * 7])}), "real tokens must be contiguous"),
+        (lambda m, ids: m.run("a prompt"), "This model has no tokenizer"),
+        (lambda m, ids: m.gradients(ids, _metric, []), "gradients\\(\\) needs at least one site"),
+    ],
+)
+def test_bad_inputs(model, forward_calls, ids, call, match):
+    _refused(model, forward_calls, lambda m: call(m, ids), InputError, match)

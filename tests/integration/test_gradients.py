@@ -29,6 +29,9 @@ def _sites(family) -> list[str]:
     return sites
 
 
+EVERY_KIND = ["embed", "L0.resid_post", "L1.attn_out", "L0.mlp_out", "ln_final", "logits"]
+
+
 def _by_hand(hf_model, family, ids, sites, install=None):
     store: dict = {}
     with hand_hooks(hf_model, family) as hand, torch.enable_grad():
@@ -60,6 +63,13 @@ def test_gradients_equal_hand_autograd(model, hf_model, family, ids):
     _compare(result, value, grads, acts, sites)
     assert_clean(model)
     assert all(p.requires_grad for p in hf_model.parameters())
+
+
+def test_gradients_at_every_kind(model, hf_model, family, ids):
+    sites = EVERY_KIND + _sites(family)
+    result = model.gradients(ids, metric, sites)
+    value, grads, acts = _by_hand(hf_model, family, ids, sites)
+    _compare(result, value, grads, acts, sites)
 
 
 @pytest.mark.parametrize("site_index", range(5))

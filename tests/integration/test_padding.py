@@ -77,3 +77,35 @@ def test_batch_object_positions(model, padded):
     assert isinstance(batch, Batch)
     assert batch.lengths.tolist() == [7, 4, 5]
     assert batch.positions[1].tolist() == [-1, -1, -1, 0, 1, 2, 3]
+
+
+def test_right_padding_runs_like_left_padding(model, prompts, padded):
+    """run() takes either padding; positions follow the mask, so -1 is each prompt's last token."""
+    width = padded["input_ids"].shape[1]
+    ids = torch.zeros_like(padded["input_ids"])
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = p
+        mask[i, : len(p)] = 1
+    right = {"input_ids": ids, "attention_mask": mask}
+    logits, cache = model.run_with_cache(right, ["L1.resid_post", "logits"], positions=[-1])
+    left_logits, left_cache = model.run_with_cache(padded, ["L1.resid_post", "logits"],
+                                                   positions=[-1])
+    for i, p in enumerate(prompts):
+        torch.testing.assert_close(logits[i, : len(p)], left_logits[i, width - len(p):],
+                                   atol=ATOL, rtol=0)
+    torch.testing.assert_close(cache["L1.resid_post"], left_cache["L1.resid_post"], atol=ATOL,
+                               rtol=0)
+    torch.testing.assert_close(cache["logits"], left_cache["logits"], atol=ATOL, rtol=0)
+
+
+def test_pattern_cached_at_positions(model, prompts, padded):
+    _, cache = model.run_with_cache(padded, ["L0.attn.pattern", "L0.attn.pattern[h2]"],
+                                    positions=[-1])
+    width = padded["input_ids"].shape[1]
+    assert cache["L0.attn.pattern"].shape == (3, 4, 1, width)
+    assert torch.equal(cache["L0.attn.pattern[h2]"], cache["L0.attn.pattern"][:, 2])
+    for i, p in enumerate(prompts):
+        _, alone = model.run_with_cache(p[None], ["L0.attn.pattern"], positions=[-1])
+        torch.testing.assert_close(cache["L0.attn.pattern"][i, :, :, width - len(p):],
+                                   alone["L0.attn.pattern"][0], atol=ATOL, rtol=0)

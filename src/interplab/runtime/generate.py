@@ -52,6 +52,12 @@ def generate(model, inputs, max_new_tokens: int = 20, interventions=(), *, do_sa
     if do_sample and temperature <= 0:
         raise InputError(f"temperature must be > 0 when sampling, got {temperature}.")
     batch: Batch = model.to_batch(inputs)
+    right = (batch.attention_mask[:, -1] == 0).nonzero().flatten().tolist()
+    if right:  # new tokens go on the right, after which those rows' tokens would have a gap
+        raise InputError(
+            f"generate() needs left-padded prompts, but rows {right} end in padding. Left-pad "
+            "them (e.g. tokenizer.padding_side = 'left') or pass the prompts as strings."
+        )
     lengths = batch.lengths
     gen = torch.Generator(device="cpu").manual_seed(seed)
     ids, mask = batch.input_ids, batch.attention_mask

@@ -3,10 +3,9 @@
 Every metric is computed per prompt from the logits at the prompt's last position:
 ``logit_diff`` = logit(answer) − logit(wrong) (Wang et al. 2022), ``prob`` = p(answer),
 ``loss`` = −log p(answer), ``kl`` = KL(clean ‖ run) over the full next-token distribution.
-``normalise`` maps them onto one scale where 0 is the corrupt run and 1 the clean run, using
-the batch means of the two baselines (so the mean of normalised values is the normalised mean;
-per-prompt denominators blow up where clean ≈ corrupt). For ``kl`` the clean run is 0 by
-definition, so the normalised value is 1 − KL / mean KL(clean ‖ corrupt).
+``normalise`` maps them onto one scale where 0 is the corrupt run and 1 the clean run: each
+prompt's change from its own base run, over the batch-mean gap between the baselines
+(per-prompt denominators blow up where clean ≈ corrupt).
 """
 
 from __future__ import annotations
@@ -42,15 +41,26 @@ def answer_metric(name: str, last_logits: torch.Tensor, answers: torch.Tensor,
     return (clean_logp.exp() * (clean_logp - logp)).sum(-1)
 
 
-def normalise(name: str, values: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor
-              ) -> torch.Tensor:
-    """Map metric values onto 0 = corrupt, 1 = clean (baselines are per-prompt vectors)."""
-    if name == "kl":
-        return 1.0 - values / corrupt.mean()
+def normalise(name: str, values: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor,
+              base: str = "corrupt") -> torch.Tensor:
+    """Map metric values onto 0 = corrupt, 1 = clean, paired per prompt.
+
+    ``values`` are [prompt, *cells]; ``clean`` / ``corrupt`` the per-prompt baselines,
+    broadcastable to it. Each prompt's change is measured from its own ``base`` run (the corrupt
+    run when denoising, the clean run when noising) and scaled by the batch-mean gap
+    ``mean(clean) − mean(corrupt)``: so a cell that changes nothing is exactly 0 (or 1) for every
+    prompt, its CI collapses onto that value instead of inheriting the spread of the baselines,
+    and the mean over prompts equals the normalised mean. For ``kl`` the clean run is 0 and the
+    same formula gives 1 − KL / mean KL(clean ‖ corrupt).
+    """
     denom = clean.mean() - corrupt.mean()
     if float(denom.abs()) < 1e-8:
         raise ConfigError(
             f"The clean and corrupt runs give the same mean {name} ({float(clean.mean()):.4g}); "
             "there is no effect to normalise. Check the task's corruption."
         )
-    return (values - corrupt.mean()) / denom
+    if base == "corrupt":
+        return (values - corrupt) / denom
+    if base == "clean":
+        return 1.0 + (values - clean) / denom
+    raise ConfigError(f"base must be 'corrupt' or 'clean', got {base!r}.")

@@ -172,7 +172,8 @@ def activation_patching(model, clean: Batch, corrupt: Batch, answers: torch.Tens
     clean_m, corrupt_m = score(clean_logits, all_p), score(corrupt_logits, all_p)
     run = _naive if config.naive else _batched
     raw = run(model, config, base, source_cache.acts, cells, n, score)
-    effects = normalise(metric, raw, clean_m[:, None], corrupt_m[:, None])
+    effects = normalise(metric, raw, clean_m[:, None], corrupt_m[:, None],
+                        base="corrupt" if config.direction == "denoising" else "clean")
     shape = (n, *[len(v) for v in axes.values()])
     effects, raw = effects.reshape(shape), raw.reshape(shape)
     # Test against "no effect": 0 when denoising (still corrupt), 1 when noising (still clean).

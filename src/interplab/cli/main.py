@@ -56,8 +56,16 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _runner(cls, fn):
+    def command(args) -> int:
+        path = fn(config_from_args(cls, args))
+        print(f"report: {path / 'report.html'}")
+        return 0
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interplab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="interplab", description="interplab: exact, fast, honest interpretability on Hugging Face LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     lens = sub.add_parser("lens", help="top next-token predictions and a logit-lens table")
@@ -72,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     patch = sub.add_parser("patch", help="one activation-patching sweep on a task, as a run record")
     add_config_args(patch, PatchRunConfig)
     patch.set_defaults(func=_cmd_patch)
+    from interplab.runs import more_runs as m
+
+    for name, cls, fn, text in (
+        ("trace", m.TraceRunConfig, m.trace_run, "causal tracing (ROME) on the facts task"),
+        ("path-patch", m.PathPatchRunConfig, m.path_patch_run, "path patching into receiver sites"),
+        ("heads", m.HeadsRunConfig, m.heads_run, "previous-token / duplicate / induction head scores"),
+    ):
+        p = sub.add_parser(name, help=text)
+        add_config_args(p, cls)
+        p.set_defaults(func=_runner(cls, fn))
     run = sub.add_parser("run", help="run any analysis from a YAML/JSON config file")
     run.add_argument("config", help="path to the config file (see README)")
     run.set_defaults(func=_cmd_run)

@@ -2,7 +2,7 @@
 
 A config file names an analysis and its fields::
 
-    analysis: patching          # or: ioi_demo, logit_lens
+    analysis: patching          # or: ioi_demo, causal_tracing, path_patching, heads
     model: smollm2-135m
     task: ioi
     n: 8
@@ -88,7 +88,12 @@ def run_config_file(path: str | Path) -> Path:
     if not isinstance(data, dict) or "analysis" not in data:
         raise ConfigError(f"{path} must be a mapping with an 'analysis' key, e.g. 'analysis: patching'.")
     analysis = data.pop("analysis")
-    runners = {"patching": (PatchRunConfig, patch_run), "ioi_demo": (IOIDemoConfig, ioi_demo)}
+    from interplab.runs import more_runs as m
+
+    runners = {"patching": (PatchRunConfig, patch_run), "ioi_demo": (IOIDemoConfig, ioi_demo),
+               "causal_tracing": (m.TraceRunConfig, m.trace_run),
+               "path_patching": (m.PathPatchRunConfig, m.path_patch_run),
+               "heads": (m.HeadsRunConfig, m.heads_run)}
     if analysis not in runners:
         raise ConfigError(f"Unknown analysis {analysis!r}. Valid: {choices(runners)}.")
     cls, fn = runners[analysis]

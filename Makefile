@@ -27,7 +27,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/interplab lens "$(PROMPT)"
+	$(BIN)/interplab lens "$(PROMPT)" --top-k 3
+	$(BIN)/interplab demo
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks
@@ -39,6 +40,8 @@ test: lint
 bench: install
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/patching.py
+	$(BIN)/python benchmarks/attribution.py
 
 clean:
 	rm -rf $(VENV)

@@ -57,3 +57,31 @@ def test_config_files_are_validated_before_work(tmp_path):
         run_config_file(bad)
     with pytest.raises(ConfigError, match="Unknown metric"):
         PatchRunConfig(metric="accuracy")
+
+
+def test_tracking_is_off_by_default_and_logs_when_asked(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("mlflow")
+
+    class _Run:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    fake.start_run = lambda run_name: calls.append(("start", run_name)) or _Run()
+    fake.log_params = lambda p: calls.append(("params", p))
+    fake.log_artifacts = lambda d: calls.append(("artifacts", d))
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.delenv("INTERPLAB_TRACKING", raising=False)
+    with RunRecord(tmp_path, "a", {"x": 1}):
+        pass
+    assert calls == []
+    monkeypatch.setenv("INTERPLAB_TRACKING", "mlflow")
+    with RunRecord(tmp_path, "b", {"x": {"y": 2}}) as run:
+        pass
+    assert ("params", {"x.y": "2"}) in calls and ("artifacts", str(run.final)) in calls

@@ -66,6 +66,9 @@ class RunRecord:
         self.write_json("provenance.json", provenance(self.model, self.seed, self.started))
         os.replace(self.path, self.final)  # the one step that makes the run visible
         self.path = self.final
+        from interplab.runs.tracking import track
+
+        track(self.final)
 
     def write_json(self, name: str, data) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, default=_default))

@@ -70,7 +70,7 @@ class HookedModel:
         return [Site(layer, SiteKind(kind)) for layer in range(self.dims.n_layers)]
 
     # -- forward passes ----------------------------------------------------------------------
-    def run(self, inputs, interventions: Iterable = (), *, max_new_tokens: int = 0) -> torch.Tensor:
+    def run(self, inputs, interventions: Iterable = ()) -> torch.Tensor:
         """Logits [batch, pos, d_vocab] with the given interventions applied."""
         batch = self.to_batch(inputs)
         with self.attached(interventions, batch=batch), torch.no_grad():
@@ -105,11 +105,12 @@ class HookedModel:
         return logits, cache
 
     def gradients(self, inputs, metric: Callable[[torch.Tensor, Batch], torch.Tensor], sites,
-                  interventions: Iterable = ()) -> GradientResult:
+                  interventions: Iterable = ()):
         """The gradient of a scalar ``metric(logits, batch)`` at every site, from one backward.
 
-        Parameters are frozen for the call and the activation at the earliest asked hook point
-        becomes a leaf, so autograd records only the graph downstream of what was asked.
+        Returns a ``GradientResult``. Parameters are frozen for the call and the activation at
+        the earliest asked hook point becomes a leaf, so autograd records only the graph
+        downstream of what was asked.
         """
         from interplab.runtime.gradients import gradients
 
@@ -299,5 +300,3 @@ class HookedModel:
             f"{d.n_layers} layers, d_model={d.d_model}, heads={d.n_heads}/{d.n_kv_heads})"
         )
 
-
-from interplab.runtime.gradients import GradientResult  # noqa: E402  (type used above)

@@ -175,6 +175,9 @@ def reduce_nodes(nodes: str, delta_acts, grads, sites, positions: list[int]) -> 
 # -- statistics --------------------------------------------------------------------------------
 def summary(effects: torch.Tensor, config):
     """``stats.summarize`` against "no effect": 0 when denoising, 1 when noising (as patching)."""
+    if effects.shape[0] < 2:
+        log.warning("One prompt: no confidence intervals or tests (they need >= 2 prompts).")
+        return None
     null = 0.0 if config.direction == "denoising" else 1.0
     s = summarize(effects - null, confidence=config.confidence, n_resamples=config.n_resamples,
                   seed=config.seed)
@@ -218,7 +221,8 @@ def exact(model, clean: Batch, corrupt: Batch, answers, wrong, config, layers, p
                  for j, li in enumerate(chunk)]
         logits = model.run(base.input_ids.repeat(len(chunk), 1), edits)[:, -1]
         raw[:, chunk] = score(logits, all_p.repeat(len(chunk))).float().reshape(len(chunk), n).T
-    effects = normalise(config.metric, raw, clean_m[:, None], corrupt_m[:, None])
+    effects = normalise(config.metric, raw, clean_m[:, None], corrupt_m[:, None],
+                        base="corrupt" if config.direction == "denoising" else "clean")
     labels = []
     if model.tokenizer is not None:
         labels = [model.tokenizer.decode([t]) for t in clean.input_ids[0].tolist()]
@@ -226,26 +230,27 @@ def exact(model, clean: Batch, corrupt: Batch, answers, wrong, config, layers, p
                           summary(effects, config), labels)
 
 
-def correlate(result) -> None:
+def correlate(result, exact: PatchingResult) -> dict:
     """Pearson r and Kendall tau-b between the cell means of the estimate and of exact patching,
-    with bootstrap CIs over cells (pairs bootstrap, BCa) or over prompts (percentile)."""
+    with bootstrap CIs over cells (pairs bootstrap, BCa) or over prompts (percentile); the
+    fields of an ``AttributionResult`` to set."""
     cfg = result.config
-    est = result.effects.reshape(result.effects.shape[0], -1).double()
-    ref = result.exact.effects.reshape(est.shape).double()
+    est = result.effects.reshape(result.effects.shape[0], -1).double().cpu()
+    ref = exact.effects.reshape(est.shape).double().cpu()
     x, y = est.mean(0), ref.mean(0)
     for name, v in (("attribution", x), ("exact patching", y)):
         if bool(v.max() == v.min()):
             log.warning("correlation undefined: the %s means are constant over the cells", name)
-            result.pearson = result.kendall = float("nan")
-            return
+            return {"pearson": float("nan"), "kendall": float("nan")}
+    out = {}
     for name, fn in (("pearson", batched_pearson), ("kendall", batched_kendall_tau)):
         if cfg.ci_over == "cells":
             ci = correlation_ci(x, y, name, n_resamples=cfg.n_resamples, confidence=cfg.confidence,
                                 seed=cfg.seed)
         else:
             ci = _prompt_bootstrap(est, ref, fn, cfg)
-        setattr(result, name, float(ci.estimate))
-        setattr(result, f"{name}_ci", ci)
+        out[name], out[f"{name}_ci"] = float(ci.estimate), ci
+    return out
 
 
 def _prompt_bootstrap(est: torch.Tensor, ref: torch.Tensor, fn, cfg) -> CI:

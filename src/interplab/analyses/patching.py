@@ -31,7 +31,7 @@ from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
-from interplab.runtime.prefix import prefix_states, run_suffix
+from interplab.runtime.prefix import can_skip_layers, prefix_states, run_suffix
 from interplab.stats import summarize
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class PatchingConfig:
     positions: tuple[int, ...] | None = param(None, help="Positions to sweep (default: all).")
     max_rows: int = param(512, help="Most rows (cell × prompt) in one forward pass.")
     reuse_prefix: bool = param(True, help="Compute the unchanged prefix before a patched position once.")
+    layer_buckets: int = param(3, help="Rows start at the first layer of their cell's bucket (where the adapter allows); 1 = always layer 0.")
     naive: bool = param(False, help="Reference path: one forward per cell and prompt (slow).")
     confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.")
     n_resamples: int = param(2000, help="Bootstrap resamples.")
@@ -63,6 +64,8 @@ class PatchingConfig:
         if self.direction not in DIRECTIONS:
             raise ConfigError(f"Unknown direction {self.direction!r}. Valid: {choices(DIRECTIONS)}.")
         check_metric(self.metric)
+        if self.layer_buckets < 1:
+            raise ConfigError(f"layer_buckets must be >= 1, got {self.layer_buckets}.")
         if self.max_rows < 1:
             raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}.")
         if not 0 < self.confidence < 1:
@@ -207,15 +210,25 @@ def _naive(model, config, base: Batch, source_acts, cells, n, score) -> torch.Te
 
 
 def _batched(model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
-    groups: dict[int, list[int]] = defaultdict(list)
+    # Rows start at the patched position (prefix reuse) and at the first layer of their cell's
+    # bucket (layer skipping): below it, and before that position, they equal the base run.
+    n_layers = model.dims.n_layers
+    size = -(-n_layers // config.layer_buckets)
+    skip = config.reuse_prefix and config.layer_buckets > 1 and can_skip_layers(model)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for ci, cell in enumerate(cells):
         start = cell.pos if (config.reuse_prefix and cell.pos is not None) else 0
-        groups[start].append(ci)
-    kv = prefix_states(model, base) if any(s > 0 for s in groups) else None
+        groups[(start, (cell.layer // size) * size if skip else 0)].append(ci)
+    kv = prefix_states(model, base) if any(s > 0 for s, _ in groups) else None
+    resid = {}
+    if any(layer > 0 for _, layer in groups):
+        sites = sorted({Site(layer, SiteKind.RESID_PRE) for _, layer in groups if layer > 0})
+        _, cache = model.run_with_cache(base, sites)
+        resid = {s.layer: cache[s] for s in sites}
     out = torch.empty(n, len(cells))
     total = len(cells) * n
     with tqdm(total=total, desc=f"patching {config.sweep}", disable=total < 2000) as bar:
-        for start, cell_ids in sorted(groups.items()):
+        for (start, layer0), cell_ids in sorted(groups.items()):
             pairs = [(ci, i) for ci in cell_ids for i in range(n)]
             for lo in range(0, len(pairs), config.max_rows):
                 chunk = pairs[lo : lo + config.max_rows]
@@ -229,7 +242,8 @@ def _batched(model, config, base: Batch, source_acts, cells, n, score) -> torch.
                     value = _value(source_acts, cell, site, prompts[rows])
                     pos = None if cell.pos is None else [cell.pos]
                     edits.append(Patch(site, value=value, positions=pos, rows=rows))
-                logits = run_suffix(model, base, start, kv, prompts, edits)
+                logits = run_suffix(model, base, start, kv, prompts, edits, start_layer=layer0,
+                                    resid=resid.get(layer0))
                 values = score(logits[:, -1], prompts)
                 cols = torch.tensor([ci for ci, _ in chunk])
                 out[prompts, cols] = values.float()

@@ -113,6 +113,13 @@ class Adapter:
     def parallel_residual(self, layer: int) -> bool:
         return False
 
+    def layers_owner(self) -> tuple[nn.Module, str] | None:
+        """(module, attribute) holding the block list, when the HF forward can run a tail of
+        the blocks from ``inputs_embeds`` = a cached resid_pre unchanged (the sweeps use it to
+        skip the layers before a patch). None where the forward adds to the embeddings
+        (GPT-2's positions) or indexes per-layer tables by loop position (Gemma 3, Qwen)."""
+        return None
+
     # -- the shared mapping -----------------------------------------------------------------
     def check_site(self, site: Site) -> None:
         d = self.dims

@@ -68,6 +68,9 @@ class LlamaAdapter(DecoderAdapter):
         }
     )
 
+    def layers_owner(self):
+        return self.model.model, "layers"
+
     @classmethod
     def unsupported_values(cls, config) -> list[str]:
         tp = getattr(config, "pretraining_tp", 1)

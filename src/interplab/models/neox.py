@@ -65,6 +65,9 @@ class NeoXAdapter(Adapter):
     def down_proj(self, layer):
         return self.mlp(layer).dense_4h_to_h
 
+    def layers_owner(self):
+        return self.model.gpt_neox, "layers"
+
     def parallel_residual(self, layer):
         return bool(self.config.use_parallel_residual)
 

@@ -1,15 +1,20 @@
-"""Reusing a shared prefix: run only the suffix of many rows on top of one cached prefix.
+"""Reusing what is identical across rows: a shared prefix of positions, and the layers before
+the first one a row changes.
 
 A causal model's states at positions before ``start`` do not depend on anything at or after
-``start``. When many rows differ only from ``start`` on (a patching sweep patching position
-``start`` of the same prompt), the prefix's keys and values are computed once and each row runs
-the suffix only. Used by the batched sweeps; equal to full forwards up to float rounding
-(attention over a cache sums in another order), which the sweep tests bound.
+``start``; and a row whose first edit is at layer L has, below L, exactly the base run's states.
+When many rows differ only from position ``start`` and layer ``start_layer`` on (a patching
+sweep), the prefix's keys and values come from one base forward, the tail of the blocks runs
+from the base run's cached resid_pre at ``start_layer``, and only that part is computed. Equal
+to full forwards up to float rounding (sums run in another order), which the sweep tests bound.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from torch import nn
 from transformers import DynamicCache
 
 from interplab.core.errors import InputError
@@ -28,28 +33,48 @@ def prefix_states(model, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]
         # out of those picks the wrong tokens.
         out = model._call(ctx, input_ids=batch.input_ids, past_key_values=DynamicCache(),
                           use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def can_skip_layers(model) -> bool:
+    return model.adapter.layers_owner() is not None
+
+
+@contextlib.contextmanager
+def _tail(model, start_layer: int):
+    owner, name = model.adapter.layers_owner()
+    blocks = getattr(owner, name)
+    setattr(owner, name, nn.ModuleList(list(blocks)[start_layer:]))
+    try:
+        yield
+    finally:
+        setattr(owner, name, blocks)
 
 
 def run_suffix(model, batch: Batch, start: int, kv, rows: torch.Tensor, interventions=(),
-               logits_to_keep: int = 1) -> torch.Tensor:
-    """Logits of rows ``batch[rows]`` computed from position ``start`` on, over the cached
-    prefix ``kv`` (from ``prefix_states``); interventions index the new rows 0..len(rows)-1."""
+               logits_to_keep: int = 1, start_layer: int = 0,
+               resid: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of rows ``batch[rows]`` computed from position ``start`` and layer
+    ``start_layer`` on: the prefix from ``kv`` (``prefix_states``), the input of block
+    ``start_layer`` from ``resid`` (the base run's resid_pre there, [prompt, pos, d_model]).
+    Interventions index the new rows 0..len(rows)-1 and must sit at layers >= start_layer."""
     sub = Batch(batch.input_ids[rows], batch.attention_mask[rows], batch.positions[rows],
                 batch.lengths[rows])
-    if start == 0:
-        with model.attached(interventions, batch=sub), torch.no_grad():
-            ctx = ForwardContext(sub.positions, sub.lengths, "full")
-            return model._call(ctx, input_ids=sub.input_ids, use_cache=False,
-                               logits_to_keep=logits_to_keep).logits
-    cache = DynamicCache()  # full layers, see prefix_states; HF's masks apply the window
-    for layer, (k, v) in enumerate(kv):
-        cache.update(k[rows, :, :start], v[rows, :, :start], layer)
-    suffix = sub.positions[:, start:]
-    with model.attached(interventions, batch=sub), torch.no_grad():
-        ctx = ForwardContext(suffix, sub.lengths, "decode")
-        return model._call(
-            ctx, input_ids=sub.input_ids[:, start:], past_key_values=cache,
-            position_ids=suffix, use_cache=True, logits_to_keep=logits_to_keep,
-        ).logits
+    kwargs: dict = {"logits_to_keep": logits_to_keep}
+    if start_layer > 0:
+        if resid is None or not can_skip_layers(model):
+            raise InputError("Skipping layers needs the base resid_pre and a supporting adapter.")
+        kwargs["inputs_embeds"] = resid[rows, start:]
+    else:
+        kwargs["input_ids"] = sub.input_ids[:, start:]
+    if start > 0:
+        cache = DynamicCache()  # full layers, see prefix_states; HF's masks apply the window
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k[rows, :, :start], v[rows, :, :start], layer)
+        kwargs.update(past_key_values=cache, position_ids=sub.positions[:, start:], use_cache=True)
+    else:
+        kwargs["use_cache"] = False
+    ctx = ForwardContext(sub.positions[:, start:], sub.lengths, "full" if start == 0 else "decode")
+    skip = _tail(model, start_layer) if start_layer > 0 else contextlib.nullcontext()
+    with model.attached(interventions, batch=sub), torch.no_grad(), skip:
+        return model._call(ctx, **kwargs).logits

@@ -31,6 +31,7 @@ def test_heads_and_trace_subcommands(tmp_path):
     assert main(["trace", "--n", "2", "--out", str(tmp_path)]) == 0
     names = sorted(p.name.split("-")[0] for p in list_runs(tmp_path))
     assert names == ["heads", "trace"]
+    assert main(["dla", "--n", "2", "--out", str(tmp_path)]) == 0
 
 
 def test_bad_input_prints_one_clear_line(capsys):

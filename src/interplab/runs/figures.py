@@ -11,7 +11,8 @@ import torch
 
 def effect_heatmap(mean: torch.Tensor, row_labels, col_labels, title: str, *,
                    significant: torch.Tensor | None = None, halfwidth: torch.Tensor | None = None,
-                   xlabel: str = "", ylabel: str = "layer", center: float = 0.0):
+                   xlabel: str = "", ylabel: str = "layer", center: float = 0.0,
+                   value_label: str = "mean effect (0 = corrupt, 1 = clean)"):
     """Mean effect per cell on a diverging scale; dots mark cells significant after BH; a
     second panel shows the CI half-width, so a bright cell with a wide CI reads as uncertain."""
     panels = 2 if halfwidth is not None else 1
@@ -22,7 +23,7 @@ def effect_heatmap(mean: torch.Tensor, row_labels, col_labels, title: str, *,
     ax = axes[0, 0]
     im = ax.imshow(mean.numpy(), cmap="RdBu_r", vmin=center - span, vmax=center + span,
                    aspect="auto", interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.04, label="mean effect (0 = corrupt, 1 = clean)")
+    fig.colorbar(im, ax=ax, fraction=0.04, label=value_label)
     if significant is not None:
         ys, xs = significant.nonzero(as_tuple=True)
         if len(xs):

@@ -109,7 +109,8 @@ def heads_run(config: HeadsRunConfig, model=None) -> Path:
             layers = [f"L{i}" for i in range(ci.estimate.shape[0])]
             heads = [f"h{i}" for i in range(ci.estimate.shape[1])]
             fig = effect_heatmap(ci.estimate.float(), layers, heads, f"{name} score",
-                                 halfwidth=((ci.high - ci.low) / 2).float(), xlabel="head")
+                                 halfwidth=((ci.high - ci.low) / 2).float(), xlabel="head",
+                                 value_label=f"mean {name} score")
             report.heading(f"{name} heads")
             report.figure(run.save_figure(fig, name), "Mean score over sequences; right: CI half-width.")
             report.table(["head", "score", "95% CI"], [
@@ -118,3 +119,50 @@ def heads_run(config: HeadsRunConfig, model=None) -> Path:
         run.write_text("report.html", report.render())
     return run.final
 
+
+
+@dataclass(frozen=True)
+class DLARunConfig:
+    """Direct logit attribution per layer and head on a task's clean prompts."""
+
+    model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
+    task: str = param("ioi", help="Registered task (answer − wrong is attributed).")
+    n: int = param(8, help="Number of prompts.")
+    seed: int = param(0, help="Seed of prompts and bootstrap.")
+    out: str = param("runs", help="Directory for run records.")
+
+
+def dla_run(config: DLARunConfig, model=None) -> Path:
+    from interplab.analyses.dla import DLAConfig, direct_logit_attribution
+    from interplab.runtime.loading import load
+
+    model = model or load(config.model)
+    task = _task(model, config.task, config.n, config.seed)
+    res = direct_logit_attribution(model, task.clean, task.answers, task.wrong,
+                                   DLAConfig(neurons=False, seed=config.seed))
+    report = Report(f"Direct logit attribution ({config.task}) on {model.source.get('name')}")
+    report.text("Each component's direct contribution to logit(answer) − logit(wrong) at the last "
+                "position, through the final norm frozen at its value on the actual residual; the "
+                f"components sum to the model's logit difference (max gap "
+                f"{float((res.total - res.logit_diff).abs().max()):.2e}).")
+    with RunRecord(config.out, f"dla-{config.task}", config, model, config.seed) as run:
+        run.add_tensors("dla", {"embed": res.embed, "attn": res.attn, "mlp": res.mlp,
+                                "heads": res.heads, "logit_diff": res.logit_diff})
+        if res.heads is not None:
+            ci = res.summary.get("heads")
+            mean = res.heads.mean(0).float()
+            fig = effect_heatmap(mean, [f"L{i}" for i in range(mean.shape[0])],
+                                 [f"h{i}" for i in range(mean.shape[1])], "Direct logit attribution per head",
+                                 halfwidth=None if ci is None else ((ci.high - ci.low) / 2).float(),
+                                 xlabel="head", value_label="mean direct logit contribution")
+            report.heading("Heads")
+            report.figure(run.save_figure(fig, "dla_heads"), "Mean over prompts (logit units); right: CI half-width.")
+            order = mean.flatten().abs().argsort(descending=True)[:10].tolist()
+            rows = []
+            for flat in order:
+                layer, h = divmod(flat, mean.shape[1])
+                band = "" if ci is None else f"[{float(ci.low[layer, h]):.3f}, {float(ci.high[layer, h]):.3f}]"
+                rows.append([f"L{layer}.h{h}", float(mean[layer, h]), band])
+            report.table(["head", "mean contribution", "95% CI"], rows)
+        run.write_text("report.html", report.render())
+    return run.final

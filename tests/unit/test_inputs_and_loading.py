@@ -52,3 +52,10 @@ def test_gguf_file_resolves_without_conversion(tmp_path):
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF")
     assert loading.resolve(str(f))[0] == "gguf"
+
+
+
+def test_the_name_asked_for_wins_over_the_cached_metadata():
+    merged = loading.merge_source({"name": "smollm2-135m", "default": True},
+                                  {"name": None, "gguf_sha256": "abc"})
+    assert merged == {"name": "smollm2-135m", "default": True, "gguf_sha256": "abc"}

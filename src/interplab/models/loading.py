@@ -127,6 +127,12 @@ def resolve(name_or_path: str) -> tuple[str, Path | str, dict]:
     )
 
 
+def merge_source(info: dict, meta: dict) -> dict:
+    """Source facts of a load: what was asked for wins over the cached conversion's metadata
+    (which records whoever converted the file first, possibly under no name)."""
+    return {**meta, **{k: v for k, v in info.items() if v is not None}}
+
+
 def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
             attn_implementation: str = "eager", strict_config: bool = True):
     """Load (model, tokenizer, source-info) for ``interplab.load``."""
@@ -135,7 +141,7 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32, device: str =
     kind, where, info = resolve(name_or_path)
     if kind == "gguf":
         where = convert_gguf(Path(where), info.get("name"))
-        info.update(json.loads((where / META).read_text()))
+        info = merge_source(info, json.loads((where / META).read_text()))
     local = kind != "hub"
     try:
         config = AutoConfig.from_pretrained(str(where), local_files_only=local)

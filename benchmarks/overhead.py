@@ -2,26 +2,34 @@
 
 Everything runs side by side in ONE process on the same weights (the safetensors directory
 interplab converts the default GGUF into) and the same batch (real English text packed into
-exactly ``batch x seq`` tokens, no padding). Contenders are interleaved: after a warm-up, each
-round runs every contender once, in an order rotated by one each round, so drift (thermal,
-other load on the machine) hits all of them alike. We report medians and ratios to the plain HF
-forward, because on these 2-core machines absolute times are noisy and ratios are what we target.
+exactly ``batch x seq`` tokens, no padding), under ``torch.no_grad``. Contenders are interleaved:
+after a warm-up, each round runs every contender once, in a fresh seeded random order per round
+(``--order rotate`` for plain rotation), so drift and other load on the machine hit all of them
+alike. We report medians and ratios to the plain HF forward, because on these 2-core machines
+absolute times are noisy and ratios are what we target.
 
 Rows:
-  hf          plain HF forward ``model.hf(input_ids)`` (the reference)
-  ip_run      interplab with nothing attached, ``model.run(ids)``
-  ip_cache    interplab ``run_with_cache(ids, model.all_sites("resid_post"))``
-  raw_hooks   the floor for caching: 30 bare torch forward hooks that keep each layer's output
-  tl_cache    TransformerLens 4 ``TransformerBridge.run_with_cache`` filtered to every
-              ``blocks.{i}.hook_resid_post`` (TL forces eager attention)
-  nns_cache   nnsight ``TransformersModel`` trace saving every decoder layer's output
+  hf          (a)  plain HF forward ``model.hf(input_ids)`` (the reference)
+  hf_again    (a') the very same call again: its ratio to (a) is the noise floor of this run
+  ip_run      (b)  interplab with nothing attached, ``model.run(ids)``
+  ip_cache    (c)  interplab ``run_with_cache(ids, model.all_sites("resid_post"))``
+  raw_hooks   (f)  the floor for caching: 30 bare torch forward hooks keeping each layer's output
+  tl_cache    (d)  TransformerLens 4 ``TransformerBridge.boot_transformers(dir).run_with_cache``
+                   filtered to every ``blocks.{i}.hook_resid_post`` (TL forces eager attention)
+  nns_cache   (e)  nnsight 0.8 ``TransformersModel`` trace saving every decoder layer's output
+
+Columns: wall-time median, ratio of medians, median of per-round paired ratios, p25, min, process
+CPU time (much less disturbed than wall time when other jobs share the cores, especially with
+``--threads 1``), and medians over "quiet" rounds only.
 
 It also checks numerics (interplab's logits vs HF bit for bit; the cached resid_post of
-interplab vs raw hooks vs TL vs nnsight), measures the memory a cache holds (torch CPU
-allocator events from the profiler, see ``alloc_profile``), and times imports and a warm
-``interplab.load`` in fresh subprocesses.
+interplab vs raw hooks vs TL vs nnsight), checks that no torch hook is left on the model,
+measures the memory a cache holds (torch CPU allocator events from the profiler, see
+``alloc_profile``), times interplab's own Python-side work without a forward, and times imports
+and a warm ``interplab.load`` in fresh subprocesses.
 
-    python benchmarks/overhead.py                       # eager attention (interplab's default)
+    python benchmarks/overhead.py --rounds 30               # eager attention (interplab's default)
+    python benchmarks/overhead.py --rounds 30 --threads 1   # robust when the cores are shared
     python benchmarks/overhead.py --attn sdpa --out benchmarks/results/overhead_sdpa.json
 """
 
@@ -32,6 +40,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -168,24 +177,106 @@ def make_nns_cache(lm, n_layers):
 
 
 # -- measurement helpers -------------------------------------------------------------------------
-def interleaved(contenders: dict, ids, rounds: int, warmup: int) -> dict[str, list[float]]:
+def round_orders(names: list[str], rounds: int, how: str, seed: int = 0) -> list[list[str]]:
+    """The order of each round. "rotate" shifts the list by one each round, which keeps every
+    contender behind the same predecessor (a cyclic order), so an after-effect of one contender
+    (freed 100 MB logits, cold caches) always lands on the same next one; "shuffle" (default)
+    draws a fresh seeded permutation per round, which spreads such effects over everyone."""
+    if how == "rotate":
+        return [names[r % len(names):] + names[:r % len(names)] for r in range(rounds)]
+    rng = random.Random(seed)
+    orders = []
+    for _ in range(rounds):
+        order = names[:]
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def interleaved(contenders: dict, ids, rounds: int, warmup: int, order: str) -> tuple[dict, dict]:
+    """Wall and process-CPU milliseconds per call, each contender once per round."""
     names = list(contenders)
     with torch.no_grad():
         for _ in range(warmup):
             for name in names:
                 out = contenders[name](ids)
                 del out
-        times = {n: [] for n in names}
-        for r in range(rounds):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
+        wall = {n: [] for n in names}
+        cpu = {n: [] for n in names}
+        for r, names_in_order in enumerate(round_orders(names, rounds, order)):
+            for name in names_in_order:
                 gc.collect()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 out = contenders[name](ids)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 del out
-                times[name].append((t1 - t0) * 1e3)
-    return times
+                wall[name].append((t1 - t0) * 1e3)
+                cpu[name].append((c1 - c0) * 1e3)
+            print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {wall[n][-1]:.0f}" for n in names),
+                  file=sys.stderr, flush=True)
+    return wall, cpu
+
+
+def quantile(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[int(q * 100) - 1] if len(xs) > 1 else xs[0]
+
+
+def micro_costs(model, ids, sites, reps: int = 200) -> dict:
+    """interplab's own Python-side work per call, timed without the forward (min of ``reps``).
+
+    Uses private HookedModel methods, so it reports an error instead of failing the benchmark
+    when they change.
+    """
+    try:
+        from interplab.runtime import dispatch
+        from interplab.runtime.cache import ActivationCache
+
+        def best(f, n=reps):
+            ts = []
+            for _ in range(n):
+                t = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t)
+            return min(ts) * 1e3
+
+        def attached_empty():
+            with model.attached((), batch=model.to_batch(ids)):
+                pass
+
+        def attach_remove():
+            cache = ActivationCache()
+            handles = []
+            for s in sites:
+                handles += model._attach_site(s, model._cache_fn(s, cache, None, None, None),
+                                              dispatch.CACHE, False)
+            for h in handles:
+                h.remove()
+
+        act = torch.randn(ids.shape[0], ids.shape[1], model.dims.d_model)
+        cache = ActivationCache()
+        fns = [model._cache_fn(s, cache, None, None, None) for s in sites]
+        return {
+            "to_batch_ms": best(lambda: model.to_batch(ids)),
+            "to_batch_plus_empty_attached_ms": best(attached_empty),
+            "attach_and_remove_all_cache_hooks_ms": best(attach_remove, 50),
+            "all_cache_fns_incl_clone_ms": best(lambda: [f(act) for f in fns], 50),
+            "one_clone_ms": best(act.clone),
+        }
+    except Exception as err:  # private API moved: say so, keep the rest of the report
+        return {"error": repr(err)}
+
+
+def dist_version(dist: str, module) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return getattr(module, "__version__", "?")
+
+
+def hook_count(module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
 
 
 def _memory_events(fn, ids) -> tuple[object, list[tuple[int, int]]]:
@@ -316,7 +407,7 @@ def import_and_load_timing(name: str, attn: str, repeats: int) -> dict:
                           "transformers_imported_by_interplab": "transformers" in sys.modules}))
         """
     )
-    load_code = "import json, time\nimport interplab, transformers\n" + SHIM + textwrap.dedent(
+    load_template = textwrap.dedent(
         f"""
         t0 = time.perf_counter()
         m, note = _load_interplab({name!r}, attn_implementation={attn!r})
@@ -327,12 +418,21 @@ def import_and_load_timing(name: str, attn: str, repeats: int) -> dict:
             s = time.perf_counter()
             m, _ = _load_interplab({name!r}, attn_implementation={attn!r})
             again.append(time.perf_counter() - s)
-        print(json.dumps({{"first_load_in_process": t1 - t0, "later_loads": again}}))
+        print(json.dumps({{KEY: t1 - t0, "later_loads": again, **extra}}))
         """
     )
+    load_code = ("import json, time\nimport interplab, transformers\nextra = {}\n" + SHIM
+                 + load_template.replace("KEY", '"first_load_in_process"'))
+    # The same after importing the HF model/tokenizer modules the load pulls in lazily, to split
+    # transformers' import cost from the loading itself.
+    preload_code = (
+        "import json, time\nimport interplab, transformers\np = time.perf_counter()\n"
+        "from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast\n"
+        "extra = {'lazy_hf_model_imports': time.perf_counter() - p}\n" + SHIM
+        + load_template.replace("KEY", '"first_load_after_hf_model_imports"'))
     rows: dict[str, list] = {}
     for _ in range(repeats):
-        for code in (imports_code, alone_code, load_code):
+        for code in (imports_code, alone_code, load_code, preload_code):
             for k, v in run_subprocess(code).items():
                 rows.setdefault(k, []).append(v)
     out = {}
@@ -350,6 +450,7 @@ def import_and_load_timing(name: str, attn: str, repeats: int) -> dict:
 # -- main ----------------------------------------------------------------------------------------
 LABELS = {
     "hf": "(a) plain HF forward",
+    "hf_again": "(a') plain HF again: noise control, same call as (a)",
     "ip_run": "(b) interplab run, nothing attached",
     "ip_cache": "(c) interplab run_with_cache resid_post x L",
     "raw_hooks": "(f) HF + bare torch hooks keeping resid_post",
@@ -369,6 +470,10 @@ def main(argv=None) -> dict:
                     help="attention kernel for HF / interplab / nnsight (TL always uses eager)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave default)")
     ap.add_argument("--load-repeats", type=int, default=3, help="fresh subprocesses for load timing")
+    ap.add_argument("--order", default="shuffle", choices=["shuffle", "rotate"],
+                    help="order within a round: seeded permutation (default) or rotation by one")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the second, identical plain-HF row that shows the noise floor")
     ap.add_argument("--no-peers", action="store_true", help="skip TransformerLens and nnsight")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-load-timing", action="store_true")
@@ -403,6 +508,7 @@ def main(argv=None) -> dict:
 
     contenders = {
         "hf": make_hf(hf),
+        **({} if args.no_control else {"hf_again": make_hf(hf)}),
         "ip_run": make_ip_run(model),
         "ip_cache": make_ip_cache(model, sites),
         "raw_hooks": make_raw_hooks(hf, layers),
@@ -414,7 +520,7 @@ def main(argv=None) -> dict:
             import transformer_lens
             from transformer_lens.model_bridge import TransformerBridge
 
-            versions["transformer_lens"] = getattr(transformer_lens, "__version__", "?")
+            versions["transformer_lens"] = dist_version("transformer-lens", transformer_lens)
             bridge = TransformerBridge.boot_transformers(local_dir, device="cpu", dtype=torch.float32)
             bridge.eval()
             missing = [n for n in tl_names if n not in bridge.hook_dict]
@@ -425,11 +531,13 @@ def main(argv=None) -> dict:
                 notes.append("TransformerLens forces eager attention; its row is eager in this sdpa run.")
         except ImportError as err:
             notes.append(f"TransformerLens not installed ({err}); row (d) skipped.")
+        except Exception as err:  # a peer failing must not take the interplab rows down with it
+            notes.append(f"TransformerLens failed to boot or run ({err!r}); row (d) skipped.")
         try:
             import nnsight
             from transformers import AutoModelForCausalLM
 
-            versions["nnsight"] = nnsight.__version__
+            versions["nnsight"] = dist_version("nnsight", nnsight)
             try:
                 from nnsight.modeling.transformers import TransformersModel as NNModel
                 kw = {"task": "text-generation"}
@@ -445,6 +553,8 @@ def main(argv=None) -> dict:
             contenders["nns_cache"] = make_nns_cache(lm, n_layers)
         except ImportError as err:
             notes.append(f"nnsight not installed ({err}); row (e) skipped.")
+        except Exception as err:
+            notes.append(f"nnsight failed to wrap the model ({err!r}); row (e) skipped.")
 
     # -- numerics and what each cache holds (results die with the function's frame) -------------
     checks, cache_object = check_numerics(contenders, ids, sites, tl_names)
@@ -467,16 +577,36 @@ def main(argv=None) -> dict:
     gc.collect()
 
     # -- timing --------------------------------------------------------------------------------
-    times = interleaved(contenders, ids, args.rounds, args.warmup)
+    print(f"timing {len(contenders)} contenders, {args.warmup} warm-up + {args.rounds} rounds "
+          "(wall ms per call below) ...", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()
+    times, cpu = interleaved(contenders, ids, args.rounds, args.warmup, args.order)
+    load_after = os.getloadavg()
     med = {n: statistics.median(ts) for n, ts in times.items()}
     paired = {
         n: statistics.median(t / h for t, h in zip(ts, times["hf"], strict=True)) for n, ts in times.items()
     }
+    cpu_med = {n: statistics.median(ts) for n, ts in cpu.items()}
     timing = {
         n: {"median_ms": med[n], "ratio_of_medians": med[n] / med["hf"], "median_paired_ratio": paired[n],
-            "min_ms": min(ts), "max_ms": max(ts), "all_ms": ts}
+            "p25_ms": quantile(ts, 0.25), "min_ms": min(ts), "max_ms": max(ts),
+            "ratio_of_mins": min(ts) / min(times["hf"]),
+            "cpu_median_ms": cpu_med[n], "cpu_ratio_of_medians": cpu_med[n] / cpu_med["hf"],
+            "all_ms": ts, "all_cpu_ms": cpu[n]}
         for n, ts in times.items()
     }
+    # Rounds in which no contender ran slower than 1.3x its own fastest call: the machine was
+    # quiet for the whole round (this criterion does not penalise a contender for being slow).
+    quiet = [r for r in range(args.rounds)
+             if all(times[n][r] <= 1.3 * min(times[n]) for n in times)]
+    for n, ts in times.items():
+        q = [ts[r] for r in quiet]
+        qh = [times["hf"][r] for r in quiet]
+        timing[n]["quiet_rounds"] = quiet
+        timing[n]["quiet_median_ms"] = statistics.median(q) if q else None
+        timing[n]["quiet_ratio_of_medians"] = statistics.median(q) / statistics.median(qh) if q else None
+    checks["no_torch_hooks_left_on_model"] = model.n_torch_hooks == 0 and hook_count(hf) == 0
+    micro = micro_costs(model, ids, sites)
 
     load = None if args.no_load_timing else import_and_load_timing(args.model, args.attn, args.load_repeats)
 
@@ -485,7 +615,9 @@ def main(argv=None) -> dict:
         "config": {**vars(args), "model_dir": local_dir, "n_layers": n_layers,
                    "d_model": model.dims.d_model, "torch_threads": torch.get_num_threads()},
         "machine": {"cpu": platform.processor() or platform.machine(), "n_cpus": os.cpu_count()},
-        "versions": versions, "timing": timing, "checks": checks, "memory": memory,
+        "load_average_1_5_15": {"before_timing": load_before, "after_timing": load_after},
+        "versions": versions, "timing": timing, "interplab_micro_costs": micro, "checks": checks,
+        "memory": memory,
         "import_and_load": load, "notes": notes,
     }
     report(result)
@@ -502,13 +634,34 @@ def report(r: dict) -> None:
     c = r["config"]
     mib = 1 / 2**20
     print(f"\n== forward overhead: {Path(c['model_dir']).name}, batch {c['batch']} x {c['seq']} tokens, "
-          f"attn={c['attn']}, {c['torch_threads']} torch threads, {c['rounds']} interleaved rounds ==")
+          f"attn={c['attn']}, {c['torch_threads']} torch threads, {c['rounds']} interleaved rounds "
+          f"({c['order']}d order) ==")
     print("   " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()))
-    print(f"\n{'contender':<50}{'median ms':>10}{'x HF':>8}{'paired':>8}{'min':>8}{'max':>8}")
+    la = r["load_average_1_5_15"]
+    print(f"   machine load average (1/5/15 min) before timing {la['before_timing']}, "
+          f"after {la['after_timing']} on {r['machine']['n_cpus']} CPUs")
+    nq = len(next(iter(r["timing"].values()))["quiet_rounds"])
+    print(f"\n{'contender':<56}{'median':>8}{'x HF':>7}{'paired':>8}{'p25':>8}{'min':>8}{'x HF':>7}"
+          f"{'cpu med':>9}{'x HF':>7}{'quiet med':>10}{'x HF':>7}")
     for n, t in r["timing"].items():
-        print(f"{LABELS[n]:<50}{t['median_ms']:>10.1f}{t['ratio_of_medians']:>8.3f}"
-              f"{t['median_paired_ratio']:>8.3f}{t['min_ms']:>8.1f}{t['max_ms']:>8.1f}")
-    print("   x HF = ratio of medians; paired = median over rounds of (row / HF in that round)")
+        label = LABELS[n] + (" [eager]" if n == "tl_cache" and c["attn"] != "eager" else "")
+        qm, qr = t["quiet_median_ms"], t["quiet_ratio_of_medians"]
+        quiet = f"{qm:>10.1f}{qr:>7.3f}" if qm is not None else f"{'-':>10}{'-':>7}"
+        print(f"{label:<56}{t['median_ms']:>8.1f}{t['ratio_of_medians']:>7.3f}"
+              f"{t['median_paired_ratio']:>8.3f}{t['p25_ms']:>8.1f}{t['min_ms']:>8.1f}"
+              f"{t['ratio_of_mins']:>7.3f}{t['cpu_median_ms']:>9.1f}{t['cpu_ratio_of_medians']:>7.3f}{quiet}")
+    print("   ms per forward (wall). x HF after median = ratio of medians; paired = median over rounds "
+          "of row/HF in\n   that round; min x HF = ratio of minima; cpu med = process CPU time (all "
+          "threads) per call, median,\n   and its ratio to HF; CPU time is far less disturbed than wall "
+          "time when other processes share the cores;")
+    print(f"   quiet = medians over the {nq} of {c['rounds']} rounds in which no contender took over 1.3x "
+          "its own fastest call")
+
+    micro = r["interplab_micro_costs"]
+    if micro:
+        print("\n-- interplab's own Python-side work per call, without the forward (min over repeats) --")
+        for k, v in micro.items():
+            print(f"   {k:<45} {v:.3f} ms" if isinstance(v, float) else f"   {k:<45} {v}")
 
     print("\n-- numerics --")
     for k, v in r["checks"].items():

@@ -32,6 +32,10 @@ def test_heads_and_trace_subcommands(tmp_path):
     names = sorted(p.name.split("-")[0] for p in list_runs(tmp_path))
     assert names == ["heads", "trace"]
     assert main(["dla", "--n", "2", "--out", str(tmp_path)]) == 0
+    assert main(["attribute", "--n", "2", "--nodes", "mlp", "--n-resamples", "100", "--out", str(tmp_path)]) == 0
+    (att,) = [p for p in list_runs(tmp_path) if p.name.startswith("attribute")]
+    vs = json.loads((att / "results.json").read_text())["vs_exact"]
+    assert -1.0 <= vs["pearson"] <= 1.0 and -1.0 <= vs["kendall"] <= 1.0
 
 
 def test_bad_input_prints_one_clear_line(capsys):

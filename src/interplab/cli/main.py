@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("path-patch", m.PathPatchRunConfig, m.path_patch_run, "path patching into receiver sites"),
         ("heads", m.HeadsRunConfig, m.heads_run, "previous-token / duplicate / induction head scores"),
         ("dla", m.DLARunConfig, m.dla_run, "direct logit attribution per layer and head"),
+        ("attribute", m.AttributeRunConfig, m.attribute_run, "attribution patching / IG vs exact patching"),
     ):
         p = sub.add_parser(name, help=text)
         add_config_args(p, cls)

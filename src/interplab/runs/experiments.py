@@ -93,7 +93,8 @@ def run_config_file(path: str | Path) -> Path:
     runners = {"patching": (PatchRunConfig, patch_run), "ioi_demo": (IOIDemoConfig, ioi_demo),
                "causal_tracing": (m.TraceRunConfig, m.trace_run),
                "path_patching": (m.PathPatchRunConfig, m.path_patch_run),
-               "heads": (m.HeadsRunConfig, m.heads_run), "dla": (m.DLARunConfig, m.dla_run)}
+               "heads": (m.HeadsRunConfig, m.heads_run), "dla": (m.DLARunConfig, m.dla_run),
+               "attribution": (m.AttributeRunConfig, m.attribute_run)}
     if analysis not in runners:
         raise ConfigError(f"Unknown analysis {analysis!r}. Valid: {choices(runners)}.")
     cls, fn = runners[analysis]

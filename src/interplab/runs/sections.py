@@ -17,19 +17,23 @@ def patching_section(run: RunRecord, report: Report, key: str, result, title: st
     s = result.summary
     axes = result.axes
     names = list(axes)
-    run.add_tensors(key, {"effects": result.effects, "raw": result.raw,
+    raw = getattr(result, "raw", None)
+    run.add_tensors(key, {"effects": result.effects, "raw": raw if raw is not None else getattr(result, "delta", None),
                           "clean_metric": result.clean_metric,
                           "corrupt_metric": result.corrupt_metric})
     if s is not None:
         run.add_tensors(key, {"mean": s.mean, "low": s.low, "high": s.high, "p": s.p, "q": s.q})
     run.add_results(key, {"config": dataclasses.asdict(result.config), "axes": axes,
-                          "position_labels": result.position_labels})
+                          "position_labels": getattr(result, "position_labels", [])})
     mean = result.effects.mean(0) if s is None else s.mean
     if mean.ndim != 2:
         return
     rows = [f"L{v}" for v in axes[names[0]]]
-    if names[1] == "pos" and result.position_labels:
-        cols = [f"{p}:{result.position_labels[p]!r}" for p in axes["pos"]]
+    labels = getattr(result, "position_labels", [])
+    if len(names) < 2:
+        return
+    if names[1] == "pos" and labels:
+        cols = [f"{p}:{labels[p]!r}" for p in axes["pos"]]
     else:
         cols = [f"{names[1][0]}{v}" for v in axes[names[1]]]
     fig = effect_heatmap(

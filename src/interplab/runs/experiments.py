@@ -23,7 +23,7 @@ from interplab.core.config import param
 from interplab.core.errors import ConfigError, choices
 from interplab.runs.record import RunRecord
 from interplab.runs.report import Report
-from interplab.runs.sections import patching_section
+from interplab.runs.sections import aligned_task, patching_section
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,8 @@ class PatchRunConfig:
 
 def patch_run(config: PatchRunConfig, model=None) -> Path:
     from interplab.runtime.loading import load
-    from interplab.tasks import TaskConfig, make_task
-
     model = model or load(config.model)
-    task = make_task(config.task, model.tokenizer, TaskConfig(n=max(40 * config.n, 200), seed=config.seed))
-    task = task.largest_aligned_group()
-    if len(task) < config.n:
-        raise ConfigError(f"Only {len(task)} {config.task} pairs share one template; ask for n <= {len(task)}.")
-    task = task.select(range(config.n))
+    task = aligned_task(model, config.task, config.n, config.seed)
     result = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
                                  config.patching())
     report = Report(f"{config.task}: {config.direction} patching of {config.sweep} on {model.source.get('name')}")

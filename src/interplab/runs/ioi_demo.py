@@ -24,9 +24,8 @@ from interplab.core.errors import ConfigError
 from interplab.runs.figures import lens_plot
 from interplab.runs.record import RunRecord
 from interplab.runs.report import Report
-from interplab.runs.sections import baseline_rows, patching_section
+from interplab.runs.sections import aligned_task, baseline_rows, patching_section
 from interplab.stats import bootstrap_ci
-from interplab.tasks import TaskConfig, make_task
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +51,7 @@ def ioi_demo(config: IOIDemoConfig, model=None) -> Path:
 
     t0 = time.time()
     model = model or load(config.model)
-    task = make_task("ioi", model.tokenizer, TaskConfig(n=max(40 * config.n, 200), seed=config.seed))
-    task = task.largest_aligned_group()
-    if len(task) < config.n:
-        raise ConfigError(f"Only {len(task)} IOI pairs share one template; ask for n <= {len(task)}.")
-    task = task.select(range(config.n))
+    task = aligned_task(model, "ioi", config.n, config.seed)
     report = Report(f"IOI on {model.source.get('name')}: activation patching with confidence intervals")
     with RunRecord(config.out, "ioi", config, model, config.seed) as run:
         report.text(f"{len(task)} clean/corrupt pairs of one IOI template, e.g. clean "

@@ -6,20 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interplab.core.config import param
-from interplab.core.errors import ConfigError
 from interplab.runs.figures import effect_heatmap
 from interplab.runs.record import RunRecord
 from interplab.runs.report import Report
-from interplab.runs.sections import patching_section
-
-
-def _task(model, name: str, n: int, seed: int):
-    from interplab.tasks import TaskConfig, make_task
-
-    task = make_task(name, model.tokenizer, TaskConfig(n=max(40 * n, 200), seed=seed)).largest_aligned_group()
-    if len(task) < n:
-        raise ConfigError(f"Only {len(task)} {name} pairs share one template; ask for n <= {len(task)}.")
-    return task.select(range(n))
+from interplab.runs.sections import aligned_task, patching_section
 
 
 @dataclass(frozen=True)
@@ -42,7 +32,7 @@ def trace_run(config: TraceRunConfig, model=None) -> Path:
     ct = CausalTracingConfig(kind=config.kind, n_noise=config.n_noise, seed=config.seed,
                              n_resamples=config.n_resamples)
     model = model or load(config.model)
-    task = _task(model, "facts", config.n, config.seed)
+    task = aligned_task(model, "facts", config.n, config.seed)
     res = causal_tracing(model, task.clean, task.meta["subject_positions"], task.answers, config=ct)
     report = Report(f"Causal tracing of facts ({config.kind}) on {model.source.get('name')}")
     report.text(f"{len(task)} prompts, e.g. {task.clean_text[0]!r} → {task.meta['answer_words'][0]!r}; "
@@ -73,7 +63,7 @@ def path_patch_run(config: PathPatchRunConfig, model=None) -> Path:
     pp = PathPatchingConfig(receivers=tuple(r.strip() for r in config.receivers.split(",") if r.strip()),
                             n_resamples=config.n_resamples, seed=config.seed)
     model = model or load(config.model)
-    task = _task(model, config.task, config.n, config.seed)
+    task = aligned_task(model, config.task, config.n, config.seed)
     res = path_patching(model, task.clean, task.corrupt, task.answers, task.wrong, pp)
     res.position_labels = []
     report = Report(f"Path patching into {', '.join(pp.receivers)} on {model.source.get('name')}")
@@ -137,7 +127,7 @@ def dla_run(config: DLARunConfig, model=None) -> Path:
     from interplab.runtime.loading import load
 
     model = model or load(config.model)
-    task = _task(model, config.task, config.n, config.seed)
+    task = aligned_task(model, config.task, config.n, config.seed)
     res = direct_logit_attribution(model, task.clean, task.answers, task.wrong,
                                    DLAConfig(neurons=False, seed=config.seed))
     report = Report(f"Direct logit attribution ({config.task}) on {model.source.get('name')}")
@@ -200,7 +190,7 @@ def attribute_run(config: AttributeRunConfig, model=None) -> Path:
     from interplab.runtime.loading import load
 
     model = model or load(config.model)
-    task = _task(model, config.task, config.n, config.seed)
+    task = aligned_task(model, config.task, config.n, config.seed)
     res = attribution_patching(model, task.clean, task.corrupt, task.answers, task.wrong, config.attribution())
     res.position_labels = []
     report = Report(f"{config.method} patching of {config.nodes} ({config.task}) on {model.source.get('name')}")

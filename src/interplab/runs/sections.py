@@ -59,6 +59,19 @@ def patching_section(run: RunRecord, report: Report, key: str, result, title: st
                   "p (permutation)", "q (BH)", "Hedges g"], table)
 
 
+def aligned_task(model, name: str, n: int, seed: int):
+    """``n`` pairs of task ``name`` sharing one template and token length (what sweeps over
+    positions need), drawn from a larger seeded set."""
+    from interplab.core.errors import ConfigError
+    from interplab.tasks import TaskConfig, make_task
+
+    task = make_task(name, model.tokenizer, TaskConfig(n=max(40 * n, 200), seed=seed))
+    task = task.largest_aligned_group()
+    if len(task) < n:
+        raise ConfigError(f"Only {len(task)} {name} pairs share one template; ask for n <= {len(task)}.")
+    return task.select(range(n))
+
+
 def baseline_rows(clean: torch.Tensor, corrupt: torch.Tensor, ci) -> list[list]:
     return [["clean", float(clean.mean()), f"[{float(ci[0].low):.3f}, {float(ci[0].high):.3f}]"],
             ["corrupt", float(corrupt.mean()), f"[{float(ci[1].low):.3f}, {float(ci[1].high):.3f}]"]]

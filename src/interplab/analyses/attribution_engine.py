@@ -7,7 +7,6 @@ docstring for what is estimated and the assumptions.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -179,9 +178,8 @@ def summary(effects: torch.Tensor, config):
         log.warning("One prompt: no confidence intervals or tests (they need >= 2 prompts).")
         return None
     null = 0.0 if config.direction == "denoising" else 1.0
-    s = summarize(effects - null, confidence=config.confidence, n_resamples=config.n_resamples,
-                  seed=config.seed)
-    return dataclasses.replace(s, mean=s.mean + null, low=s.low + null, high=s.high + null)
+    return summarize(effects, confidence=config.confidence, n_resamples=config.n_resamples,
+                     seed=config.seed, null=null)
 
 
 # -- the exact reference -----------------------------------------------------------------------

@@ -17,7 +17,6 @@ are computed once (``runtime.prefix``); only the last position's logits are comp
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
-from interplab.runtime.prefix import can_skip_layers, prefix_states, run_suffix
+from interplab.runtime.prefix import base_states, can_skip_layers, run_suffix
 from interplab.stats import summarize
 
 log = logging.getLogger(__name__)
@@ -162,10 +161,13 @@ def activation_patching(model, clean: Batch, corrupt: Batch, answers: torch.Tens
     cells, axes = _cells(model, config, n_pos)
     base, source = (corrupt, clean) if config.direction == "denoising" else (clean, corrupt)
     kinds = {Site(c.layer, _site(config, c).kind) for c in cells}
-    with torch.no_grad():
-        clean_logits = model.run(clean)[:, -1]
-        corrupt_logits = model.run(corrupt)[:, -1]
-        _, source_cache = model.run_with_cache(source, sorted(kinds))
+    with torch.no_grad():  # one forward each: the source's logits come with its cache
+        source_logits, source_cache = model.run_with_cache(source, sorted(kinds))
+        base_logits = model.run(base)
+    clean_logits, corrupt_logits = (
+        (source_logits, base_logits) if config.direction == "denoising" else (base_logits, source_logits)
+    )
+    clean_logits, corrupt_logits = clean_logits[:, -1], corrupt_logits[:, -1]
     metric = config.metric
 
     def score(last_logits, prompts):
@@ -185,10 +187,8 @@ def activation_patching(model, clean: Batch, corrupt: Batch, answers: torch.Tens
     if n < 2:
         log.warning("One prompt: no confidence intervals or tests (they need >= 2 prompts).")
     else:
-        summary = summarize(effects - null, confidence=config.confidence,
-                            n_resamples=config.n_resamples, seed=config.seed)
-        summary = dataclasses.replace(summary, mean=summary.mean + null,
-                                      low=summary.low + null, high=summary.high + null)
+        summary = summarize(effects, confidence=config.confidence,
+                            n_resamples=config.n_resamples, seed=config.seed, null=null)
     labels = []
     if model.tokenizer is not None:
         labels = [model.tokenizer.decode([t]) for t in clean.input_ids[0].tolist()]
@@ -219,11 +219,10 @@ def _batched(model, config, base: Batch, source_acts, cells, n, score) -> torch.
     for ci, cell in enumerate(cells):
         start = cell.pos if (config.reuse_prefix and cell.pos is not None) else 0
         groups[(start, (cell.layer // size) * size if skip else 0)].append(ci)
-    kv = prefix_states(model, base) if any(s > 0 for s, _ in groups) else None
-    resid = {}
-    if any(layer > 0 for _, layer in groups):
+    kv, resid = None, {}
+    if any(s > 0 or layer > 0 for s, layer in groups):
         sites = sorted({Site(layer, SiteKind.RESID_PRE) for _, layer in groups if layer > 0})
-        _, cache = model.run_with_cache(base, sites)
+        kv, cache = base_states(model, base, sites)
         resid = {s.layer: cache[s] for s in sites}
     out = torch.empty(n, len(cells))
     total = len(cells) * n

@@ -108,8 +108,5 @@ def path_patching(model, clean, corrupt, answers, wrong, config: PathPatchingCon
     effects, raw = effects.reshape(shape), raw.reshape(shape)
     summary = None
     if n >= 2:
-        summary = summarize(effects - 1.0, n_resamples=config.n_resamples, seed=config.seed)
-        import dataclasses
-
-        summary = dataclasses.replace(summary, mean=summary.mean + 1, low=summary.low + 1, high=summary.high + 1)
+        summary = summarize(effects, n_resamples=config.n_resamples, seed=config.seed, null=1.0)
     return PathPatchingResult(config, {"layer": layers, "head": heads}, effects, raw, clean_m, corrupt_m, summary)

@@ -23,7 +23,6 @@ import torch
 from interplab.core.errors import InterventionError, PositionError, choices
 from interplab.core.registry import Registry
 from interplab.core.sites import Site
-from interplab.interventions.select import select
 from interplab.runtime.context import CheckInfo, ForwardContext
 
 INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
@@ -64,7 +63,7 @@ class Intervention:
 
     # -- applying ------------------------------------------------------------------------------
     def __call__(self, act: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | None:
-        row, seq, slot, key = select(ctx, self.rows, self.positions, act.device)
+        row, seq, slot, key = ctx.locate(self.rows, self.positions, act.device)
         if row.numel() == 0:
             return None
         current = act[row, seq]

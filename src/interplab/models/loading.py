@@ -159,7 +159,7 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32, device: str =
         hf_logging.disable_progress_bar()  # a cached load takes about a second; no bar
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(where), dtype=dtype, attn_implementation=attn_implementation,
+            str(where), config=config, dtype=dtype, attn_implementation=attn_implementation,
             local_files_only=local,
         ).to(device)
     finally:
@@ -179,19 +179,20 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32, device: str =
 
 def list_models() -> list[dict]:
     """Every default (installed? converted?) and every converted cache entry."""
-    rows = []
+    rows, default_files = [], set()
     for name, m in DEFAULTS.items():
         row = {"name": name, "description": m.description, "installed": False, "cached": False}
         try:
-            gguf = m.locate(cache_root())
-            row.update(installed=True, cached=(_gguf_cache_dir(gguf) / META).is_file(),
-                       path=str(gguf))
+            gguf = m.locate(cache_root(), assemble=False)  # listing never writes
+            default_files.add(str(gguf))
+            cached = gguf.is_file() and (_gguf_cache_dir(gguf) / META).is_file()
+            row.update(installed=True, cached=cached, path=str(gguf))
         except ModelNotFoundError:
             row["install"] = m.install
         rows.append(row)
     for meta in sorted((cache_root() / "models").glob(f"*/{META}")):
         data = json.loads(meta.read_text())
-        if data.get("name") not in DEFAULTS:
+        if data.get("gguf") not in default_files:
             rows.append({"name": data.get("gguf"), "description": "converted GGUF",
                          "installed": True, "cached": True, "path": str(meta.parent)})
     return rows

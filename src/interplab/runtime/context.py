@@ -28,6 +28,25 @@ class ForwardContext:
     def batch_size(self) -> int:
         return self.positions.shape[0]
 
+    def locate(self, rows, positions, device) -> tuple[torch.Tensor, ...]:
+        """Where the given token positions of the given rows sit in this forward.
+
+        Returns (batch_row, seq_index, row_slot, key) for every hit: ``row_slot`` indexes
+        ``rows`` (None: every row), ``key`` the slot in ``positions``, or the token position
+        itself when ``positions`` is None (every real token). Negative positions count from each
+        prompt's end. Tokens not in this forward (padding, another decode step) are skipped.
+        """
+        row_t = torch.arange(self.batch_size, device=device) if rows is None else torch.tensor(rows, device=device)
+        pos = self.positions.to(device)[row_t]  # [r, s]
+        if positions is None:
+            slot, seq = (pos >= 0).nonzero(as_tuple=True)
+            return row_t[slot], seq, slot, pos[slot, seq]
+        targets = torch.tensor(positions, device=device)[None, :].expand(len(row_t), -1)
+        lengths = self.lengths.to(device)[row_t][:, None]
+        targets = torch.where(targets < 0, targets + lengths, targets)
+        slot, seq, key = (pos[:, :, None] == targets[:, None, :]).nonzero(as_tuple=True)
+        return row_t[slot], seq, slot, key
+
 
 @dataclass(frozen=True)
 class CheckInfo:

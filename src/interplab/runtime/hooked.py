@@ -267,10 +267,9 @@ class HookedModel:
 
     def _gather_positions(self, act: torch.Tensor, pos, site: Site) -> torch.Tensor:
         ctx = self._ctx
-        targets = torch.tensor(pos, device=act.device)[None, :].expand(ctx.batch_size, -1)
-        targets = torch.where(targets < 0, targets + ctx.lengths[:, None].to(act.device), targets)
-        hit = ctx.positions.to(act.device)[:, :, None] == targets[:, None, :]  # [b, s, k]
-        seq_idx = hit.float().argmax(1)  # [b, k]
+        row, seq, _, key = ctx.locate(None, pos, act.device)
+        seq_idx = torch.zeros(ctx.batch_size, len(pos), dtype=torch.long, device=act.device)
+        seq_idx[row, key] = seq  # every (row, position) is present: checked before the forward
         axis = act.ndim - 2 if site.kind == SiteKind.PATTERN else 1
         moved = act.movedim(axis, 1)
         rows = torch.arange(ctx.batch_size, device=act.device)[:, None]

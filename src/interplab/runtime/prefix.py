@@ -18,22 +18,39 @@ from torch import nn
 from transformers import DynamicCache
 
 from interplab.core.errors import InputError
+from interplab.runtime import dispatch
+from interplab.runtime.cache import ActivationCache
 from interplab.runtime.context import ForwardContext
 from interplab.runtime.inputs import Batch
 
 
 def prefix_states(model, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) [batch, n_kv_heads, pos, d_head] of an unpadded batch."""
+    return base_states(model, batch)[0]
+
+
+def base_states(model, batch: Batch, sites=()) -> tuple[list, ActivationCache]:
+    """One forward of the base batch giving both what the rows reuse: every layer's keys and
+    values (the prefix) and the activations at ``sites`` (e.g. resid_pre where rows start)."""
     if batch.padded:
         raise InputError("Prefix reuse needs prompts of equal length (no padding).")
+    cache = ActivationCache(attention_mask=batch.attention_mask)
+    handles = []
     ctx = ForwardContext(batch.positions, batch.lengths, "full")
-    with torch.no_grad():
-        # A config-less DynamicCache keeps every key of every layer; with the config, sliding-
-        # window layers would keep only the last `sliding_window` keys, and slicing the prefix
-        # out of those picks the wrong tokens.
-        out = model._call(ctx, input_ids=batch.input_ids, past_key_values=DynamicCache(),
-                          use_cache=True, logits_to_keep=1)
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    try:
+        for site in sites:
+            handles += model._attach_site(site, model._cache_fn(site, cache, None, None, None),
+                                          dispatch.CACHE, False)
+        with torch.no_grad():
+            # A config-less DynamicCache keeps every key of every layer; with the config,
+            # sliding-window layers would keep only the last `sliding_window` keys, and slicing
+            # the prefix out of those picks the wrong tokens.
+            out = model._call(ctx, input_ids=batch.input_ids, past_key_values=DynamicCache(),
+                              use_cache=True, logits_to_keep=1)
+    finally:
+        for h in handles:
+            h.remove()
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers], cache
 
 
 def can_skip_layers(model) -> bool:

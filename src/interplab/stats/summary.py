@@ -62,20 +62,23 @@ def summarize(
     n_permutations: int = 10000,
     alternative: str = "two-sided",
     alpha: float = 0.05,
+    null: float = 0.0,
 ) -> EffectSummary:
     """Mean, CI, p, q and effect size of per-sample effects ``[n, *cells]`` (e.g. one per prompt).
 
     ``seed`` drives both the bootstrap and the permutation draws; ``alternative`` is the
-    permutation test's ('two-sided', 'greater', 'less'); ``alpha`` the FDR level.
+    permutation test's ('two-sided', 'greater', 'less'); ``alpha`` the FDR level. ``null`` is
+    the value of "no effect" that p, q and the effect size test against (e.g. 1 for noising
+    patching, where the clean run is the base); mean and CI stay on the samples' own scale.
     """
-    x = as_samples(samples)
+    x = as_samples(samples) - null
     ci = bootstrap_ci(x, "mean", n_resamples=n_resamples, confidence=confidence, method=method, seed=seed)
     p = paired_permutation_test(x, None, n_permutations=n_permutations, seed=seed, alternative=alternative)
     significant, q = benjamini_hochberg(p, alpha=alpha)
     return EffectSummary(
-        mean=ci.estimate,
-        low=ci.low,
-        high=ci.high,
+        mean=ci.estimate + null,
+        low=ci.low + null,
+        high=ci.high + null,
         p=p,
         q=q,
         significant=significant,

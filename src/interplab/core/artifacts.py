@@ -21,7 +21,14 @@ from pathlib import Path
 
 import torch
 
-import interplab
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("interplab")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def now() -> str:
@@ -30,7 +37,7 @@ def now() -> str:
 
 def git_commit() -> str | None:
     """The commit of the interplab checkout, when it is one (None for an installed wheel)."""
-    here = Path(interplab.__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5, check=True)
@@ -46,7 +53,7 @@ def provenance(model=None, seed: int | None = None, started: str | None = None, 
     import transformers
 
     info = {
-        "interplab_version": interplab.__version__,
+        "interplab_version": _version(),
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -1,6 +1,34 @@
-"""dictionary layer (see DESIGN.md): sparse dictionaries, trainer, evaluation, features."""
+"""dictionary layer (see DESIGN.md): sparse dictionaries, trainer, evaluation, features.
 
-from interplab.dictionary import topk  # noqa: F401  (registers)
-from interplab.dictionary.base import DICTIONARIES, Dictionary, DictionaryConfig, register_dictionary
+Importing this package registers every architecture in ``DICTIONARIES``: topk, batchtopk, relu,
+jumprelu, matryoshka, transcoder, skip_transcoder. ``load_dictionary`` reads our own format,
+SAELens and sparsify checkpoints; ``export_saelens`` writes the SAELens layout.
+"""
 
-__all__ = ["DICTIONARIES", "Dictionary", "DictionaryConfig", "register_dictionary"]
+from interplab.dictionary import (  # noqa: F401  (each import registers its architecture)
+    batchtopk,
+    jumprelu,
+    matryoshka,
+    relu,
+    skip_transcoder,
+    topk,
+    transcoder,
+)
+from interplab.dictionary.base import (
+    DICTIONARIES,
+    Dictionary,
+    DictionaryConfig,
+    StepOutput,
+    register_dictionary,
+)
+from interplab.dictionary.formats import export_saelens, load_dictionary
+
+__all__ = [
+    "DICTIONARIES",
+    "Dictionary",
+    "DictionaryConfig",
+    "StepOutput",
+    "export_saelens",
+    "load_dictionary",
+    "register_dictionary",
+]

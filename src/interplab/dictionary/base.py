@@ -61,7 +61,8 @@ class DictionaryConfig:
     jumprelu_threshold: float = param(0.001, help="Initial JumpReLU threshold (in normalised units).")
     jumprelu_bandwidth: float = param(0.001, help="Bandwidth of the straight-through estimator's kernel (Rajamanoharan et al. 2024).")
     l0_coeff: float = param(1.0, help="Weight of the L0 penalty (jumprelu).")
-    matryoshka_prefixes: list = param([], help="Nested prefix sizes of a Matryoshka dictionary (ascending, the last < d_sae); empty means [d_sae//16, d_sae//4].")
+    threshold_lr: float = param(0.01, help="EMA rate of the global inference threshold (batchtopk, matryoshka); the first training batch sets it directly.")
+    matryoshka_prefixes: list = param([], help="Nested prefix sizes of a Matryoshka dictionary (ascending, the last < d_sae); empty means [d_sae//16, d_sae//4].")  # noqa: RUF009
     input_site: str = param("", help="Site the input is read at, e.g. L15.resid_post.")
     output_site: str = param("", help="Site the target is read at; empty means input_site (an SAE).")
     normalize: bool = param(True, help="Scale inputs (and targets) so their mean squared norm is their width; the scales are stored with the dictionary.")
@@ -75,6 +76,8 @@ class DictionaryConfig:
             raise ConfigError(f"k must be positive, got {self.k}.")
         if self.aux_k < 0 or self.dead_after_tokens <= 0:
             raise ConfigError("aux_k must be >= 0 and dead_after_tokens > 0.")
+        if not 0.0 < self.threshold_lr <= 1.0:
+            raise ConfigError(f"threshold_lr must be in (0, 1], got {self.threshold_lr}.")
 
     @property
     def width_out(self) -> int:
@@ -102,14 +105,22 @@ class StepOutput:
 
     loss: Tensor
     parts: dict[str, Tensor]
-    latents: Float[Tensor, "batch d_sae"]
+    latents: Float[Tensor, "batch d_sae"] | None  # None on the sparse TopK path (sparse_ops)
     recon: Float[Tensor, "batch d_out"]  # in normalised units
+    fired: Tensor | None = None  # [d_sae] bool: latents active on any token of the batch
+
+    def __post_init__(self) -> None:
+        if self.fired is None and self.latents is not None:
+            self.fired = (self.latents != 0).any(0)
 
 
 class Dictionary(nn.Module):
     """Base class; see the module docstring."""
 
     arch: ClassVar[str] = ""
+    #: Whether training keeps decoder rows at unit norm (``normalize_decoder`` /
+    #: ``remove_parallel_grad``); False where the sparsity penalty already weighs by the norm (relu).
+    unit_norm_decoder: ClassVar[bool] = True
 
     def __init__(self, cfg: DictionaryConfig) -> None:
         super().__init__()
@@ -205,10 +216,18 @@ class Dictionary(nn.Module):
         return {}
 
     @torch.no_grad()
-    def update_firing(self, z: Tensor) -> None:
-        """Advance each latent's tokens-since-last-fired counter by this batch (resets on firing)."""
-        fired = (z != 0).any(0)
-        self.tokens_since_fired += z.shape[0]
+    def update_firing(self, z: Tensor | None = None, *, fired: Tensor | None = None,
+                      n_tokens: int | None = None) -> None:
+        """Advance each latent's tokens-since-last-fired counter by this batch (resets on firing).
+
+        Pass the latents ``z`` [batch, d_sae], or a ``fired`` mask [d_sae] with ``n_tokens``
+        (what the sparse TopK path gives: ``StepOutput.fired``).
+        """
+        if z is not None:
+            fired, n_tokens = (z != 0).any(0), z.shape[0]
+        if fired is None or n_tokens is None:
+            raise TypeError("update_firing needs z, or both fired and n_tokens.")
+        self.tokens_since_fired += n_tokens
         self.tokens_since_fired[fired] = 0
 
     def dead_mask(self) -> Tensor:
@@ -247,23 +266,42 @@ class Dictionary(nn.Module):
         path = Path(path)
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise InterplabError(f"{path} is not a dictionary directory (no config.json).")
+            raise InterplabError(
+                f"{path} is not an interplab dictionary directory (no config.json); for SAELens or "
+                "sparsify checkpoints use interplab.dictionary.load_dictionary."
+            )
         meta = json.loads(cfg_file.read_text())
         if meta.get("format") != FORMAT:
             raise InterplabError(
                 f"{path}/config.json is not an interplab dictionary (format {meta.get('format')!r}); "
                 "for SAELens or sparsify checkpoints use interplab.dictionary.load_dictionary."
             )
-        arch = meta["arch"]
+        arch = meta.get("arch")
+        cfg_json = meta.get("config") or {}
+        if arch is None or cfg_json.get("arch", arch) != arch:
+            raise InterplabError(
+                f"{path}/config.json is inconsistent: arch {arch!r} but config.arch {cfg_json.get('arch')!r}; "
+                "the checkpoint was edited or written by something else."
+            )
         target = DICTIONARIES.get(arch)
         if cls is not Dictionary and cls is not target:
             raise InterplabError(
                 f"{path} holds a {arch!r} dictionary, not {cls.arch!r}; load it with "
                 f"Dictionary.load (which picks the stored architecture)."
             )
-        model = target(DictionaryConfig.from_json(meta["config"]))
-        state = load_file(str(path / "weights.safetensors"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        model = target(DictionaryConfig.from_json(cfg_json))
+        weights = path / "weights.safetensors"
+        if not weights.is_file():
+            raise InterplabError(f"{path} has a config.json but no weights.safetensors; the save did not finish.")
+        state = load_file(str(weights))
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # size mismatches
+            shapes = {k: tuple(v.shape) for k, v in state.items()}
+            raise InterplabError(
+                f"{path}: weight shapes {shapes} do not fit a {arch!r} dictionary with d_in={model.cfg.d_in}, "
+                f"d_sae={model.cfg.d_sae}, d_out={model.cfg.width_out} ({e})."
+            ) from e
         if missing or unexpected:
             raise InterplabError(
                 f"{path}: weights do not match a {arch!r} dictionary (missing {missing}, unexpected {unexpected})."

@@ -56,3 +56,15 @@ class TopK(TopKFamily):
 
     def activation(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.cfg.k)
+
+    # The sparse training step (sparse_ops): off by default; the trainer turns it on
+    # (TrainConfig.sparse_step) and may set a lower-precision matmul dtype for the encoder.
+    sparse_step: bool = False
+    compute_dtype: torch.dtype | None = None
+
+    def training_step(self, x: Tensor, target: Tensor | None = None):
+        if self.sparse_step:
+            from interplab.dictionary.sparse_ops import topk_train_step
+
+            return topk_train_step(self, x, target, self.compute_dtype)
+        return super().training_step(x, target)

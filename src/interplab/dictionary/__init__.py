@@ -21,14 +21,22 @@ from interplab.dictionary.base import (
     StepOutput,
     register_dictionary,
 )
+from interplab.dictionary.evaluate import EvalConfig, EvalResult, evaluate
+from interplab.dictionary.features import FeatureConfig, FeatureStats, feature_stats
 from interplab.dictionary.formats import export_saelens, load_dictionary
 
 __all__ = [
     "DICTIONARIES",
     "Dictionary",
     "DictionaryConfig",
+    "EvalConfig",
+    "EvalResult",
+    "FeatureConfig",
+    "FeatureStats",
     "StepOutput",
+    "evaluate",
     "export_saelens",
+    "feature_stats",
     "load_dictionary",
     "register_dictionary",
 ]

@@ -13,6 +13,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls, positional: tuple[str,
         help_text = f.metadata.get("help", "")
         kind = hints[f.name]
         typ = kind if kind in (int, float, str) else str
+        if _item_type(kind) is not None:
+            typ = _sequence_parser(_item_type(kind))
+            help_text += " (comma-separated)"
         if f.name in positional:
             parser.add_argument(f.name, type=typ, help=help_text)
             continue
@@ -24,6 +27,22 @@ def add_config_args(parser: argparse.ArgumentParser, cls, positional: tuple[str,
             default = f.default if f.default is not dataclasses.MISSING else None
             parser.add_argument(flag, type=typ, default=default,
                                 required=default is None, help=f"{help_text} (default: {default})")
+
+
+def _item_type(kind):
+    """The item type of a tuple[X, ...] / list[X] field (None for other fields)."""
+    origin = typing.get_origin(kind)
+    if origin not in (tuple, list) and kind not in (tuple, list):
+        return None
+    args = [a for a in typing.get_args(kind) if a is not Ellipsis]
+    return args[0] if args else str
+
+
+def _sequence_parser(item):
+    def parse(text: str):
+        return tuple(item(part.strip()) for part in text.split(",") if part.strip())
+    parse.__name__ = f"comma-separated {getattr(item, '__name__', 'value')}s"
+    return parse
 
 
 def config_from_args(cls, namespace: argparse.Namespace):

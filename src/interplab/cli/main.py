@@ -56,6 +56,33 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_harvest(args) -> int:
+    from interplab.activations import HarvestConfig
+    from interplab.cli.render import print_harvest
+    from interplab.runs.sae_runs import harvest_run
+
+    print_harvest(harvest_run(config_from_args(HarvestConfig, args)))
+    return 0
+
+
+def _cmd_train_sae(args) -> int:
+    from interplab.runs.sae_runs import TrainSaeConfig, train_sae_run
+
+    path = train_sae_run(config_from_args(TrainSaeConfig, args))
+    print(f"dictionaries: {path.parent / 'dictionaries'}")
+    print(f"report: {path / 'report.html'}")
+    return 0
+
+
+def _cmd_eval_sae(args) -> int:
+    from interplab.cli.render import print_eval
+    from interplab.runs.sae_runs import EvalSaeConfig, eval_sae_run
+
+    path = eval_sae_run(config_from_args(EvalSaeConfig, args))
+    print_eval(path)
+    return 0
+
+
 def _runner(cls, fn):
     def command(args) -> int:
         path = fn(config_from_args(cls, args))
@@ -92,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         add_config_args(p, cls)
         p.set_defaults(func=_runner(cls, fn))
+    from interplab.activations import HarvestConfig
+    from interplab.runs.sae_runs import EvalSaeConfig, TrainSaeConfig
+
+    for name, cls, fn, text in (
+        ("harvest", HarvestConfig, _cmd_harvest, "harvest activations into a sharded on-disk store (resumable)"),
+        ("train-sae", TrainSaeConfig, _cmd_train_sae, "train SAEs / transcoders from an activation store"),
+        ("eval-sae", EvalSaeConfig, _cmd_eval_sae, "evaluate a dictionary spliced into its model; feature statistics"),
+    ):
+        p = sub.add_parser(name, help=text)
+        add_config_args(p, cls)
+        p.set_defaults(func=fn)
     run = sub.add_parser("run", help="run any analysis from a YAML/JSON config file")
     run.add_argument("config", help="path to the config file (see README)")
     run.set_defaults(func=_cmd_run)

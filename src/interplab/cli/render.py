@@ -48,3 +48,30 @@ def print_models(rows, console: Console | None = None) -> None:
         table.add_row(r["name"], r["description"], "yes" if r["installed"] else "no",
                       "yes" if r["cached"] else "no", r.get("path") or r.get("install", ""))
     console.print(table)
+
+
+def print_harvest(report, console: Console | None = None) -> None:
+    console = console or Console()
+    state = "complete" if report.complete else "INCOMPLETE (re-run the same command to resume)"
+    console.print(f"[bold]activation store[/] {report.path}: {report.n_tokens:,} tokens in "
+                  f"{report.n_shards} shards, {state}")
+    console.print(f"this run: {report.shards_written} shards written, {report.shards_skipped} already there; "
+                  f"{report.tokens_per_s:,.0f} tokens/s over {report.seconds:.1f} s; "
+                  f"{report.bytes_per_token:,.0f} bytes/token on disk ({report.bytes_on_disk / 2**20:,.1f} MiB); "
+                  f"content hash {report.content_hash[:16]}")
+
+
+def print_eval(run_path, console: Console | None = None) -> None:
+    import json
+
+    console = console or Console()
+    results = json.loads((run_path / "results.json").read_text())
+    table = Table(title="dictionary evaluation (held-out text)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in results["metrics"].items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown)
+    console.print(table)
+    console.print(f"feature statistics: {results['features_dir']}")
+    console.print(f"report: {run_path / 'report.html'}")

@@ -82,13 +82,23 @@ def run_config_file(path: str | Path) -> Path:
     if not isinstance(data, dict) or "analysis" not in data:
         raise ConfigError(f"{path} must be a mapping with an 'analysis' key, e.g. 'analysis: patching'.")
     analysis = data.pop("analysis")
+    from interplab.activations import HarvestConfig
     from interplab.runs import more_runs as m
+    from interplab.runs.sae_runs import (
+        EvalSaeConfig,
+        TrainSaeConfig,
+        eval_sae_run,
+        harvest_run,
+        train_sae_run,
+    )
 
     runners = {"patching": (PatchRunConfig, patch_run), "ioi_demo": (IOIDemoConfig, ioi_demo),
                "causal_tracing": (m.TraceRunConfig, m.trace_run),
                "path_patching": (m.PathPatchRunConfig, m.path_patch_run),
                "heads": (m.HeadsRunConfig, m.heads_run), "dla": (m.DLARunConfig, m.dla_run),
-               "attribution": (m.AttributeRunConfig, m.attribute_run)}
+               "attribution": (m.AttributeRunConfig, m.attribute_run),
+               "harvest": (HarvestConfig, lambda c: harvest_run(c).path),
+               "train_sae": (TrainSaeConfig, train_sae_run), "eval_sae": (EvalSaeConfig, eval_sae_run)}
     if analysis not in runners:
         raise ConfigError(f"Unknown analysis {analysis!r}. Valid: {choices(runners)}.")
     cls, fn = runners[analysis]

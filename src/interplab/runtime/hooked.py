@@ -79,12 +79,16 @@ class HookedModel:
     def run_with_cache(self, inputs, sites, interventions: Iterable = (), *,
                        positions: Sequence[int] | None = None, dtype: torch.dtype | None = None,
                        device: torch.device | str | None = None,
-                       ) -> tuple[torch.Tensor, ActivationCache]:
+                       stop_after_last_site: bool = False,
+                       ) -> tuple[torch.Tensor | None, ActivationCache]:
         """Logits and the activations at ``sites`` only (after interventions at that site).
 
         ``positions`` keeps just those token positions of each prompt (negative counts from
         the prompt's end), so memory is what was asked; ``dtype`` / ``device`` convert each
         activation as it is produced (e.g. bfloat16 on the CPU while the model runs on GPU).
+        ``stop_after_last_site`` ends the forward as soon as every asked site is cached (the
+        layers after the deepest one never run) and returns ``None`` for the logits; the
+        cached activations are the full forward's, bit for bit.
         """
         batch = self.to_batch(inputs)
         sites = [self.site(s) for s in as_sites(sites)]
@@ -95,10 +99,14 @@ class HookedModel:
         handles = []
         try:
             for site in sites:
-                handles += self._attach_site(
-                    site, self._cache_fn(site, cache, pos, dtype, device), dispatch.CACHE, False
-                )
-            logits = self.run(batch, interventions)
+                fn = self._cache_fn(site, cache, pos, dtype, device)
+                if stop_after_last_site:
+                    fn = _stop_when_complete(fn, cache, len(set(sites)))
+                handles += self._attach_site(site, fn, dispatch.CACHE, False)
+            try:
+                logits = self.run(batch, interventions)
+            except _StopForward:
+                logits = None
         finally:
             for h in handles:
                 h.remove()
@@ -299,3 +307,14 @@ class HookedModel:
             f"{d.n_layers} layers, d_model={d.d_model}, heads={d.n_heads}/{d.n_kv_heads})"
         )
 
+
+class _StopForward(Exception):
+    """Raised from a cache hook once every asked site is cached, to end the forward early."""
+
+
+def _stop_when_complete(fn, cache: ActivationCache, n_sites: int):
+    def stop(act):
+        fn(act)
+        if len(cache.acts) >= n_sites:
+            raise _StopForward
+    return stop

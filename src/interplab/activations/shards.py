@@ -1,0 +1,152 @@
+"""The on-disk format of an activation store: a directory of shards plus a manifest.
+
+Layout::
+
+    store/
+      manifest.json              format tag, model (name, weights hash), sites, widths, dtype,
+                                 packing, corpus, shard plan, completed shards, content hash
+      shard-00000/
+        shard.json               index, n_tokens, n_contexts, first_context, file hashes, sha256
+        tokens.safetensors       "input_ids" [n_contexts, ctx_len] int64 (whole contexts)
+        L3.resid_post.safetensors  "acts" [n_tokens, width] in the stored dtype
+      shard-00001/ ...
+
+Shard ``i`` always holds contexts ``[i * contexts_per_shard, (i + 1) * contexts_per_shard)`` of
+the deterministic packed corpus, and rows in (context, position) order; the last shard is cut
+to the requested token count. A shard is written under a hidden temp name and renamed, so a
+shard directory that exists is complete; its ``shard.json`` says what it holds, and the manifest
+(rewritten atomically) lists the shards that exist. A shard's ``sha256`` hashes its files'
+names and hashes; the store's ``content_hash`` hashes the shard hashes in index order, so two
+harvests of the same thing (one process or many) have the same hashes.
+
+This module is the format: writing a shard, scanning the shards on disk, the manifest.
+``interplab.activations.store.ActivationStore`` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from interplab.core.artifacts import write_json
+from interplab.core.errors import InterplabError
+
+FORMAT = "interplab-activation-store/1"
+MANIFEST = "manifest.json"
+SHARD_META = "shard.json"
+TOKENS = "tokens.safetensors"
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class StoreError(InterplabError):
+    """An activation store that cannot be written, resumed or read as asked."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def site_file(site: str) -> str:
+    return f"{site}.safetensors"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _save(tensors: dict[str, Tensor], path: Path) -> None:
+    """Write one safetensors file and fsync it (tests replace this to simulate a full disk)."""
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def write_shard(root: Path, index: int, acts: dict[str, Tensor], tokens: Tensor,
+                first_context: int) -> dict:
+    """Write shard ``index`` atomically (temp directory, then rename) and return its meta.
+
+    On any error the temp directory is removed and the error re-raised; nothing else changes.
+    """
+    root = Path(root)
+    n = {t.shape[0] for t in acts.values()}
+    assert len(n) == 1, f"sites hold different row counts: {n}"
+    final = root / shard_name(index)
+    tmp = root / f".tmp-{shard_name(index)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        files = {TOKENS: {"input_ids": tokens.long()}}
+        files.update({site_file(s): {"acts": t} for s, t in acts.items()})
+        hashes = {}
+        for name, tensors in files.items():
+            _save(tensors, tmp / name)
+            hashes[name] = _sha256_file(tmp / name)
+        meta = {"index": index, "n_tokens": n.pop(), "n_contexts": int(tokens.shape[0]),
+                "first_context": first_context, "files": hashes,
+                "sha256": hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()}
+        (tmp / SHARD_META).write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(final, ignore_errors=True)  # a stale copy the manifest never listed
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def scan_shards(root: Path) -> dict[int, dict]:
+    """The complete shards present on disk, by index (a shard directory exists only complete)."""
+    found = {}
+    for meta_path in sorted(Path(root).glob(f"shard-*/{SHARD_META}")):
+        meta = json.loads(meta_path.read_text())
+        if meta_path.parent.name == shard_name(meta["index"]):
+            found[meta["index"]] = meta
+    return found
+
+
+def remove_temps(root: Path) -> None:
+    """Remove temp shard directories a killed process left behind."""
+    for tmp in Path(root).glob(".tmp-shard-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def content_hash(shards: Sequence[dict]) -> str:
+    digest = hashlib.sha256()
+    for meta in sorted(shards, key=lambda m: m["index"]):
+        digest.update(f"{meta['index']}:{meta['sha256']};".encode())
+    return digest.hexdigest()
+
+
+def write_manifest(root: Path, header: dict, shards: dict[int, dict]) -> dict:
+    """The header plus the completed shards, written atomically."""
+    listed = [{k: m[k] for k in ("index", "n_tokens", "n_contexts", "first_context", "sha256")}
+              for _, m in sorted(shards.items())]
+    stored = sum(m["n_tokens"] for m in listed)
+    manifest = {**header, "shards": listed, "n_tokens_stored": stored,
+                "complete": len(listed) == header["n_shards"] and stored == header["n_tokens"],
+                "content_hash": content_hash(listed)}
+    write_json(Path(root) / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(root: Path) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise StoreError(f"{root} is not an activation store: it has no {MANIFEST}. Create one with harvest().")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise StoreError(f"{path} has format {manifest.get('format')!r}; this interplab reads {FORMAT!r}.")
+    return manifest
+
+

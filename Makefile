@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROMPT ?= When Mary and John went to the store, John gave a drink to
 
-.PHONY: install install-test demo test lint bench clean
+.PHONY: install install-test demo test lint bench bench-sae clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,17 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/patching.py
 	$(BIN)/python benchmarks/attribution.py
+
+# SAELens needs transformer-lens<4, so the SAE peers get their own venv beside .venv.
+SAE_BIN := .venv-sae/bin
+STORE ?= stores/smollm2-L15-bench
+bench-sae: install
+	test -x $(SAE_BIN)/python || ($(PY) -m venv .venv-sae && $(SAE_BIN)/pip install -q torch==2.13.0)
+	$(SAE_BIN)/pip install -q -e ".[sae-bench]"
+	$(BIN)/python benchmarks/harvest.py
+	$(BIN)/interplab harvest --sites L15.resid_post --n-tokens 430000 --out $(STORE)
+	$(SAE_BIN)/python benchmarks/peer_formats.py
+	$(SAE_BIN)/python benchmarks/sae_train.py --store $(STORE) --steps 100 --batch 4096
 
 clean:
 	rm -rf $(VENV)

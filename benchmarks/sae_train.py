@@ -10,8 +10,10 @@ Configuration, the same for all three: d_in 576 (SmolLM2-135M's residual stream)
 expansion (d_sae 9216), k 32, the same batch size and number of steps, Adam at sparsify's
 default learning rate 2e-4 / sqrt(d_sae / 2**14), linear warm-up over the first 10 % of steps
 and linear decay to 0 over the last 20 %, decoder kept at unit norm, b_dec initialised from
-the data mean, no AuxK (no latent can be dead within the dead-token window in a run this
-short, so the AuxK term would be 0 for all three anyway).
+the first batch's mean, no input normalisation, no AuxK (no latent can be dead within the
+dead-token window in a run this short, so the AuxK term would be 0 for all three anyway).
+interplab runs twice: with the encoder matmul in float32 (``interplab``) and in bfloat16
+(``interplab_bf16``; ``--matmul-dtype bfloat16`` of ``train-sae``).
 
 The activations are read once from an interplab store into memory (float32) and every peer
 gets the SAME batches in the same order — SAELens through its own ``SAETrainer`` fed by an
@@ -98,10 +100,13 @@ def sync(device: str) -> None:
 
 # -- the three contenders ---------------------------------------------------------------------
 
-def run_interplab(acts, batches, args, out_dir):
+def run_interplab(acts, batches, args, out_dir, matmul_dtype="float32"):
+    import tempfile
+
     from interplab.activations.source import TensorSource
     from interplab.dictionary import DictionaryConfig
-    from interplab.dictionary.trainer import TrainConfig, train
+    from interplab.dictionary.train_config import TrainConfig
+    from interplab.dictionary.trainer import train
 
     class Ordered(TensorSource):
         """Yields exactly the benchmark's batch order (the same rows every peer gets)."""
@@ -113,18 +118,24 @@ def run_interplab(acts, batches, args, out_dir):
     source = Ordered({"x": acts})
     dcfg = DictionaryConfig(arch="topk", d_in=args.d_in, d_sae=args.d_in * args.expansion, k=args.k,
                             input_site="x", dead_after_tokens=10**12)
+    # init_tokens = one batch: b_dec from the first batch's mean, as the peers get it here.
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr,
                        warmup_steps=args.warmup, decay="linear", decay_start=1 - args.decay_frac,
-                       b_dec_init="mean", init_tokens=args.batch, device=args.device,
-                       checkpoint_every=0, log_every=args.steps, out_dir=str(out_dir / "interplab"),
-                       seed=0)
+                       b_dec_init="mean", init_tokens=args.batch, normalize=False,
+                       device=args.device, checkpoint_every=0, log_every=args.steps,
+                       out_dir=tempfile.mkdtemp(prefix="interplab-sae-bench-"), seed=0,
+                       matmul_dtype=matmul_dtype)
     sync(args.device)
     t = time.perf_counter()
     result = train(source, [dcfg], tcfg, progress=False)
     sync(args.device)
     dt = time.perf_counter() - t
-    d = result.dictionaries[0].eval()
+    d = next(iter(result.dictionaries.values())).eval()
     return dt, lambda x: d(x)
+
+
+def run_interplab_bf16(acts, batches, args, out_dir):
+    return run_interplab(acts, batches, args, out_dir, matmul_dtype="bfloat16")
 
 
 def run_saelens(acts, batches, args, out_dir):
@@ -183,7 +194,8 @@ def run_sparsify(acts, batches, args, out_dir):
     return dt, lambda x: sae(x=x, y=x).sae_out
 
 
-CONTENDERS = {"interplab": run_interplab, "saelens": run_saelens, "sparsify": run_sparsify}
+CONTENDERS = {"interplab": run_interplab, "interplab_bf16": run_interplab_bf16, "saelens": run_saelens,
+              "sparsify": run_sparsify}
 
 
 def load_activations(args) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,7 +224,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="interplab,saelens,sparsify")
+    ap.add_argument("--only", default="interplab,interplab_bf16,saelens,sparsify")
     ap.add_argument("--out", default="benchmarks/results/sae_train.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -244,12 +256,16 @@ def main(argv=None) -> dict:
     for name in names:
         results[name]["seconds_median"] = statistics.median(times[name])
         results[name]["tokens_per_s"] = tokens / results[name]["seconds_median"]
-    peers = [n for n in names if n != "interplab"]
-    if "interplab" in results and peers:
+    peers = [n for n in names if not n.startswith("interplab")]
+    if peers:
         best = max(peers, key=lambda n: results[n]["tokens_per_s"])
-        results["speedup_vs_faster_peer"] = results["interplab"]["tokens_per_s"] / results[best]["tokens_per_s"]
         results["faster_peer"] = best
-        print(f"interplab / {best}: {results['speedup_vs_faster_peer']:.2f}×")
+        for ours in [n for n in names if n.startswith("interplab")]:
+            ratio = results[ours]["tokens_per_s"] / results[best]["tokens_per_s"]
+            fvu_rel = results[ours]["fvu"] / results[best]["fvu"] - 1
+            results[f"{ours}_speedup_vs_{best}"] = ratio
+            results[f"{ours}_fvu_vs_{best}"] = fvu_rel
+            print(f"{ours} / {best}: {ratio:.2f}× tokens/s, FVU {fvu_rel:+.1%}")
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results["device"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -120,12 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(p, cls)
         p.set_defaults(func=_runner(cls, fn))
     from interplab.activations import HarvestConfig
+    from interplab.runs.probe_runs import ProbeRunConfig, probe_run
     from interplab.runs.sae_runs import EvalSaeConfig, TrainSaeConfig
 
     for name, cls, fn, text in (
         ("harvest", HarvestConfig, _cmd_harvest, "harvest activations into a sharded on-disk store (resumable)"),
         ("train-sae", TrainSaeConfig, _cmd_train_sae, "train SAEs / transcoders from an activation store"),
         ("eval-sae", EvalSaeConfig, _cmd_eval_sae, "evaluate a dictionary spliced into its model; feature statistics"),
+        ("probe", ProbeRunConfig, _runner(ProbeRunConfig, probe_run), "probes across layers with control tasks, as a run record"),
     ):
         p = sub.add_parser(name, help=text)
         add_config_args(p, cls)

@@ -84,6 +84,7 @@ def run_config_file(path: str | Path) -> Path:
     analysis = data.pop("analysis")
     from interplab.activations import HarvestConfig
     from interplab.runs import more_runs as m
+    from interplab.runs.probe_runs import ProbeRunConfig, probe_run
     from interplab.runs.sae_runs import (
         EvalSaeConfig,
         TrainSaeConfig,
@@ -98,7 +99,8 @@ def run_config_file(path: str | Path) -> Path:
                "heads": (m.HeadsRunConfig, m.heads_run), "dla": (m.DLARunConfig, m.dla_run),
                "attribution": (m.AttributeRunConfig, m.attribute_run),
                "harvest": (HarvestConfig, lambda c: harvest_run(c).path),
-               "train_sae": (TrainSaeConfig, train_sae_run), "eval_sae": (EvalSaeConfig, eval_sae_run)}
+               "train_sae": (TrainSaeConfig, train_sae_run), "eval_sae": (EvalSaeConfig, eval_sae_run),
+               "probe": (ProbeRunConfig, probe_run)}
     if analysis not in runners:
         raise ConfigError(f"Unknown analysis {analysis!r}. Valid: {choices(runners)}.")
     cls, fn = runners[analysis]

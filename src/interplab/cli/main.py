@@ -83,6 +83,17 @@ def _cmd_eval_sae(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from interplab.runs.steer_runs import GenerateConfig, generate_run
+
+    cfg = config_from_args(GenerateConfig, args)
+    out = generate_run(cfg)
+    print(f"plain:   {cfg.prompt}{out['plain']}")
+    if "steered" in out:
+        print(f"steered (scale {cfg.scale:g}): {cfg.prompt}{out['steered']}")
+    return 0
+
+
 def _runner(cls, fn):
     def command(args) -> int:
         path = fn(config_from_args(cls, args))
@@ -122,12 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     from interplab.activations import HarvestConfig
     from interplab.runs.probe_runs import ProbeRunConfig, probe_run
     from interplab.runs.sae_runs import EvalSaeConfig, TrainSaeConfig
+    from interplab.runs.steer_runs import GenerateConfig, SteerRunConfig, steer_run
 
     for name, cls, fn, text in (
         ("harvest", HarvestConfig, _cmd_harvest, "harvest activations into a sharded on-disk store (resumable)"),
         ("train-sae", TrainSaeConfig, _cmd_train_sae, "train SAEs / transcoders from an activation store"),
         ("eval-sae", EvalSaeConfig, _cmd_eval_sae, "evaluate a dictionary spliced into its model; feature statistics"),
         ("probe", ProbeRunConfig, _runner(ProbeRunConfig, probe_run), "probes across layers with control tasks, as a run record"),
+        ("steer", SteerRunConfig, _runner(SteerRunConfig, steer_run), "extract a steering vector and evaluate its effect and side effects"),
+        ("generate", GenerateConfig, _cmd_generate, "generate from a prompt, optionally with a saved steering vector"),
     ):
         p = sub.add_parser(name, help=text)
         add_config_args(p, cls)

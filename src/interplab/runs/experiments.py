@@ -92,6 +92,7 @@ def run_config_file(path: str | Path) -> Path:
         harvest_run,
         train_sae_run,
     )
+    from interplab.runs.steer_runs import SteerRunConfig, steer_run
 
     runners = {"patching": (PatchRunConfig, patch_run), "ioi_demo": (IOIDemoConfig, ioi_demo),
                "causal_tracing": (m.TraceRunConfig, m.trace_run),
@@ -100,7 +101,7 @@ def run_config_file(path: str | Path) -> Path:
                "attribution": (m.AttributeRunConfig, m.attribute_run),
                "harvest": (HarvestConfig, lambda c: harvest_run(c).path),
                "train_sae": (TrainSaeConfig, train_sae_run), "eval_sae": (EvalSaeConfig, eval_sae_run),
-               "probe": (ProbeRunConfig, probe_run)}
+               "probe": (ProbeRunConfig, probe_run), "steer": (SteerRunConfig, steer_run)}
     if analysis not in runners:
         raise ConfigError(f"Unknown analysis {analysis!r}. Valid: {choices(runners)}.")
     cls, fn = runners[analysis]

@@ -117,3 +117,15 @@ def test_user_mistakes_are_clear_errors(setup, capsys, tmp_path):
                  "--out", str(tmp_path / "s")]) == 2
     assert "UTF-8" in _flat(capsys.readouterr()).err
     assert not (tmp_path / "s").exists()
+
+
+def test_train_on_the_fly(setup, capsys):
+    root, model, corpus = setup
+    code = main(["train-sae", "--on-the-fly", "--model", model, "--corpus", corpus, "--sites", "L1.resid_post",
+                 "--buffer-tokens", "256", "--expansions", "2", "--k", "4", "--batch-size", "64",
+                 "--steps", "6", "--out", str(root / "otf"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    d = Dictionary.load(next((root / "otf" / "dictionaries").glob("L1.*")))
+    assert d.cfg.d_sae == 128 and bool(torch.isfinite(d.W_dec).all())
+    assert main(["train-sae", "--on-the-fly", "--out", str(root / "otf2")]) == 2
+    assert "--on-the-fly needs --sites and --steps" in capsys.readouterr().err

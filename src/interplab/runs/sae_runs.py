@@ -52,7 +52,11 @@ def harvest_run(config: HarvestConfig, model=None, progress: bool = True) -> Har
 class TrainSaeConfig:
     """Dictionaries for every (site × expansion) from one pass over an activation store."""
 
-    store: str = param("activation-store", help="Activation store written by `interplab harvest`.")
+    store: str = param("activation-store", help="Activation store written by `interplab harvest`; empty with --on-the-fly.")
+    on_the_fly: bool = param(False, help="Train straight from the model through a shuffle buffer (no store on disk): needs --model, --sites and --steps.")
+    model: str = param("smollm2-135m", help="Model for --on-the-fly.")
+    corpus: str = param("classics", help="Corpus for --on-the-fly.")
+    buffer_tokens: int = param(65536, help="Shuffle-buffer size (tokens) for --on-the-fly.")
     sites: tuple[str, ...] = param((), help="Input sites to train on; empty means every site in the store.")
     arch: str = param("topk", help="Architecture: topk, batchtopk, relu, jumprelu, matryoshka, transcoder, skip_transcoder.")
     expansions: tuple[int, ...] = param((16,), help="Latents per input width, one dictionary each (d_sae = expansion × d_in).")
@@ -80,11 +84,24 @@ class TrainSaeConfig:
         object.__setattr__(self, "expansions", tuple(int(e) for e in self.expansions))
         if not self.expansions or any(e < 1 for e in self.expansions):
             raise ConfigError(f"expansions must be positive integers, got {self.expansions}.")
+        if self.on_the_fly and (not self.sites or not self.steps):
+            raise ConfigError("--on-the-fly needs --sites and --steps (there is no store to count tokens from).")
         if self.matmul_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}.")
 
 
-def _dictionary_configs(cfg: TrainSaeConfig, store: ActivationStore) -> list[DictionaryConfig]:
+def _source(cfg: TrainSaeConfig):
+    """The activation store, or an on-the-fly source computing the same rows from the model."""
+    if not cfg.on_the_fly:
+        return ActivationStore.open(cfg.store)
+    from interplab.activations import OnTheFlySource
+    from interplab.runtime.loading import load
+
+    sites = [*cfg.sites, *([cfg.output_site] if cfg.output_site else [])]
+    return OnTheFlySource(load(cfg.model), CorpusConfig(source=cfg.corpus), sites, buffer_tokens=cfg.buffer_tokens)
+
+
+def _dictionary_configs(cfg: TrainSaeConfig, store) -> list[DictionaryConfig]:
     sites = list(cfg.sites) or store.sites
     missing = [s for s in [*sites, *([cfg.output_site] if cfg.output_site else [])] if s not in store.sites]
     if missing:
@@ -102,21 +119,23 @@ def _dictionary_configs(cfg: TrainSaeConfig, store: ActivationStore) -> list[Dic
 
 def train_sae_run(cfg: TrainSaeConfig, progress: bool = True) -> Path:
     """Train, save the dictionaries under ``cfg.out``, write a run record; return its path."""
-    store = ActivationStore.open(cfg.store)
+    store = _source(cfg)
     dcfgs = _dictionary_configs(cfg, store)
     steps = cfg.steps or max(1, store.n_tokens // cfg.batch_size)
+    n_tokens = getattr(store, "n_tokens", steps * cfg.batch_size)
     warmup = cfg.warmup_steps or max(1, steps // 20) if steps > 1 else 0
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=warmup,
                        decay_start=cfg.decay_start, b_dec_init=cfg.b_dec_init,
-                       init_tokens=min(16384, store.n_tokens), decoder="none" if cfg.arch == "relu" else "unit_norm",
+                       init_tokens=min(16384, n_tokens), decoder="none" if cfg.arch == "relu" else "unit_norm",
                        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, seed=cfg.seed,
                        out_dir=str(Path(cfg.out) / "dictionaries"), resume=cfg.resume, device=cfg.device,
                        matmul_dtype=cfg.matmul_dtype)
     result = train(store, dcfgs, tcfg, progress=progress)
-    report = Report(f"Dictionary training on {store.manifest['model']['name']}")
+    origin = (f"the model {cfg.model} on the fly (shuffle buffer of {cfg.buffer_tokens} tokens)" if cfg.on_the_fly
+              else f"{cfg.store} ({store.n_tokens} tokens, model {store.manifest['model']['name']})")
+    report = Report("Dictionary training")
     report.text(f"{len(dcfgs)} dictionar{'y' if len(dcfgs) == 1 else 'ies'} ({cfg.arch}) trained for "
-                f"{result.steps} steps of {cfg.batch_size} tokens from {cfg.store} "
-                f"({store.n_tokens} tokens, sites {', '.join(store.sites)}).")
+                f"{result.steps} steps of {cfg.batch_size} tokens from {origin}; sites {', '.join(store.sites)}.")
     rows = []
     with RunRecord(cfg.out, f"train-{cfg.arch}", cfg, seed=cfg.seed) as run:
         curves = {}
@@ -128,7 +147,8 @@ def train_sae_run(cfg: TrainSaeConfig, progress: bool = True) -> Path:
         if any(curves.values()):
             report.figure(run.save_figure(_curve_figure(curves), "training_fvu"), "Training FVU (against the batch mean) by step.")
         run.add_results("dictionaries", {n: {"metrics": result.metrics.get(n), "path": str(result.paths.get(n))} for n in result.names})
-        run.add_results("store", {"path": cfg.store, "content_hash": store.manifest.get("content_hash")})
+        if not cfg.on_the_fly:
+            run.add_results("store", {"path": cfg.store, "content_hash": store.manifest.get("content_hash")})
         run.write_text("report.html", report.render())
     return run.path
 

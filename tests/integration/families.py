@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import transformers as tf
 
+from interplab.models.toy import ToyConfig, ToyForCausalLM
 from interplab.runtime import HookedModel
 
 VOCAB, HIDDEN, MLP = 32, 64, 128
@@ -75,6 +76,11 @@ FAMILIES = [
     Family("neox_parallel", "neox", tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, _neox(True),
            parallel=True),
     Family("neox_sequential", "neox", tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, _neox(False)),
+    # pre-LN here so hooks on the wrong side of a norm show; the planted models use "none"
+    Family("toy", "llama", ToyConfig, ToyForCausalLM,
+           dict(vocab_size=VOCAB, d_model=HIDDEN, d_mlp=MLP, n_layers=2, n_heads=4, d_head=16,
+                n_ctx=64, normalization="layernorm", bos_token_id=1, eos_token_id=2,
+                pad_token_id=0)),
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
 

@@ -228,7 +228,7 @@ def test_unsupported_architecture():
     hf = _tiny(tf.MistralConfig, tf.MistralForCausalLM, num_key_value_heads=2)
     counter = ForwardCounter(hf)
     supported = ", ".join(repr(t) for t in supported_model_types())
-    assert supported == "'gemma3_text', 'gpt2', 'gpt_neox', 'llama', 'qwen2', 'qwen3'"
+    assert supported == "'gemma3_text', 'gpt2', 'gpt_neox', 'interplab-toy', 'llama', 'qwen2', 'qwen3'"
     with pytest.raises(UnsupportedArchitectureError,
                        match=re.escape(f"interplab has no adapter for model_type 'mistral'. "
                                        f"Supported model types: {supported}.")):

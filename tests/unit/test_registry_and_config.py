@@ -19,7 +19,7 @@ def test_registry_refuses_duplicates_and_names_choices():
 
 
 def test_every_family_has_an_adapter():
-    assert set(ADAPTERS.names()) == {"gemma3", "gpt2", "gpt_neox", "llama", "qwen"}
+    assert set(ADAPTERS.names()) == {"gemma3", "gpt2", "gpt_neox", "llama", "qwen", "toy"}
 
 
 def test_cli_is_generated_from_the_config():

@@ -94,6 +94,13 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from interplab.runs.bench_runs import BenchConfig, bench_run, print_leaderboard
+
+    print_leaderboard(bench_run(config_from_args(BenchConfig, args)))
+    return 0
+
+
 def _runner(cls, fn):
     def command(args) -> int:
         path = fn(config_from_args(cls, args))
@@ -131,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(p, cls)
         p.set_defaults(func=_runner(cls, fn))
     from interplab.activations import HarvestConfig
+    from interplab.runs.bench_runs import BenchConfig
     from interplab.runs.probe_runs import ProbeRunConfig, probe_run
     from interplab.runs.sae_runs import EvalSaeConfig, TrainSaeConfig
     from interplab.runs.steer_runs import GenerateConfig, SteerRunConfig, steer_run
@@ -142,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("probe", ProbeRunConfig, _runner(ProbeRunConfig, probe_run), "probes across layers with control tasks, as a run record"),
         ("steer", SteerRunConfig, _runner(SteerRunConfig, steer_run), "extract a steering vector and evaluate its effect and side effects"),
         ("generate", GenerateConfig, _cmd_generate, "generate from a prompt, optionally with a saved steering vector"),
+        ("bench", BenchConfig, _cmd_bench, "score methods against known mechanisms; writes a leaderboard"),
     ):
         p = sub.add_parser(name, help=text)
         add_config_args(p, cls)

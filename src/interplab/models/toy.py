@@ -49,7 +49,7 @@ class ToyConfig(PretrainedConfig):
                  positional: str = "learned", normalization: str = "none",
                  attn_scale: float | None = None, bias: bool = True,
                  layer_norm_eps: float = 1e-5, initializer_range: float = 0.02,
-                 use_cache: bool = True, **kwargs):
+                 use_cache: bool = True, causal: bool = True, **kwargs):
         self.vocab_size = vocab_size
         self.n_ctx = n_ctx
         self.d_model = d_model
@@ -64,6 +64,9 @@ class ToyConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.use_cache = use_cache  # return a DynamicCache from forward (HF's convention)
+        # False: every position attends to every (unmasked) position -- tracr's compiled models
+        # (Lindner et al. 2023) are bidirectional. Prefix reuse and generation assume True.
+        self.causal = causal
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
@@ -79,7 +82,8 @@ def _norm(config: ToyConfig) -> nn.Module:
 
 
 class ToyAttention(nn.Module):
-    """Causal softmax attention with separate projections; returns (output, pattern)."""
+    """Softmax attention (causal unless ``config.causal`` is False) with separate projections;
+    returns (output, pattern)."""
 
     def __init__(self, config: ToyConfig, layer_idx: int) -> None:
         super().__init__()
@@ -208,6 +212,8 @@ class ToyForCausalLM(ToyPreTrainedModel, GenerationMixin):
         # allowed[b, i, j]: query i (absolute index past + i) may attend key j
         query = torch.arange(past, past + n, device=x.device)[:, None]
         allowed = (torch.arange(past + n, device=x.device)[None] <= query)[None]
+        if not c.causal:
+            allowed = torch.ones_like(allowed)
         if attention_mask is not None:
             if attention_mask.ndim != 2 or attention_mask.shape[-1] != past + n:
                 raise InputError(f"attention_mask must be [batch, {past + n}] (past + new tokens); "

@@ -26,7 +26,7 @@ class ToyAdapter(Adapter):
     family_keys = frozenset(
         {
             "vocab_size", "n_ctx", "d_model", "n_layers", "n_heads", "d_head", "d_mlp",
-            "positional", "normalization", "attn_scale", "bias", "layer_norm_eps",
+            "positional", "normalization", "attn_scale", "bias", "layer_norm_eps", "causal",
         }
     )
 

@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[gguf,defaults,test]"
+	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr]"
 	touch $@
 
 install: $(VENV)/.installed

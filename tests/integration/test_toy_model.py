@@ -173,3 +173,18 @@ def test_no_norm_toy_identity_everywhere_and_generation(plain_toy):
     with torch.no_grad():
         assert torch.equal(fast.tokens, plain_toy.generate(ids, max_new_tokens=4, do_sample=False))
     assert_clean(model)
+
+
+def test_bidirectional_model_patching_does_not_reuse_prefixes():
+    """A non-causal model (tracr's kind): a later token changes earlier positions, so the
+    batched sweep must not start rows at the patched position; it equals the naive loop."""
+    from interplab.analyses.patching import PatchingConfig, activation_patching
+    torch.manual_seed(0)
+    hf = ToyForCausalLM(ToyConfig(vocab_size=32, n_ctx=8, d_model=16, n_layers=2, n_heads=2, d_head=8,
+                                  d_mlp=16, causal=False, initializer_range=0.3)).eval()
+    model = HookedModel(hf)
+    clean, corrupt = tokens(3, 6), tokens(3, 6, seed=1)
+    ans, wrong = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    fast = activation_patching(model, clean, corrupt, ans, wrong, PatchingConfig(n_resamples=50))
+    naive = activation_patching(model, clean, corrupt, ans, wrong, PatchingConfig(naive=True, n_resamples=50))
+    torch.testing.assert_close(fast.raw, naive.raw, rtol=1e-5, atol=1e-5)

@@ -46,7 +46,7 @@ from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
-from interplab.runtime.prefix import prefix_states, run_suffix
+from interplab.runtime.prefix import is_causal, prefix_states, run_suffix
 from interplab.stats import summarize
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def _naive(model, config, one, prompt, clean_acts, subject, noised, cells, score
 
 
 def _batched(model, config, one, prompt, clean_acts, subject, noised, cells, score) -> torch.Tensor:
-    start = min(subject) if config.reuse_prefix else 0
+    start = min(subject) if config.reuse_prefix and is_causal(model) else 0
     kv = prefix_states(model, one) if start > 0 else None
     if kv is not None and any(k.shape[2] < one.shape[1] for k, _ in kv):
         # Sliding-window layers keep only their window in the cache, so the prefix cannot be

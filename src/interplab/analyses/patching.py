@@ -30,7 +30,7 @@ from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
-from interplab.runtime.prefix import base_states, can_skip_layers, run_suffix
+from interplab.runtime.prefix import base_states, can_skip_layers, is_causal, run_suffix
 from interplab.stats import summarize
 
 log = logging.getLogger(__name__)
@@ -215,9 +215,10 @@ def _batched(model, config, base: Batch, source_acts, cells, n, score) -> torch.
     n_layers = model.dims.n_layers
     size = -(-n_layers // config.layer_buckets)
     skip = config.reuse_prefix and config.layer_buckets > 1 and can_skip_layers(model)
+    causal = is_causal(model)  # a bidirectional model's prefix depends on later tokens
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for ci, cell in enumerate(cells):
-        start = cell.pos if (config.reuse_prefix and cell.pos is not None) else 0
+        start = cell.pos if (config.reuse_prefix and causal and cell.pos is not None) else 0
         groups[(start, (cell.layer // size) * size if skip else 0)].append(ci)
     kv, resid = None, {}
     if any(s > 0 or layer > 0 for s, layer in groups):

@@ -53,6 +53,12 @@ def base_states(model, batch: Batch, sites=()) -> tuple[list, ActivationCache]:
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers], cache
 
 
+def is_causal(model) -> bool:
+    """Prefix reuse needs causal attention (a later token never changes an earlier one);
+    bidirectional models (e.g. tracr's, ``config.causal=False``) must run whole prompts."""
+    return bool(getattr(model.hf.config, "causal", True))
+
+
 def can_skip_layers(model) -> bool:
     return model.adapter.layers_owner() is not None
 

@@ -27,3 +27,27 @@ def test_bench_quick_leaderboard(tmp_path, capsys):
 def test_bench_unknown_suite(capsys):
     assert main(["bench", "--suites", "planted,vibes"]) == 2
     assert "Unknown suites ['vibes']" in capsys.readouterr().err
+
+
+def test_bench_circuits_and_tracr_suites(tmp_path, capsys):
+    assert main(["bench", "--quick", "--suites", "circuits,tracr", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rows = json.loads((next(tmp_path.glob("bench-quick-*")) / "results.json").read_text())["leaderboard"]
+    circuits = {(r["model"].split(" (")[0], r["method"]): r for r in rows if r["suite"] == "circuits"}
+    for planted in ("planted induction", "planted successor MLP"):
+        exact = circuits[(planted, "exact edge patching")]
+        assert exact["score"] == 1.0 and exact["passes"].endswith("0B")
+        ig = circuits[(planted, "EAP-IG (m = 5)")]
+        assert ig["score"] >= 0.95 and ig["low"] <= ig["score"] <= ig["high"]
+        assert ig["null"] < ig["score"]
+        f, b = (int(x[:-1]) for x in ig["passes"].split(" + "))
+        assert f <= 2 + 5 and b <= 5  # 2F + m(F + B)
+        f, b = (int(x[:-1]) for x in circuits[(planted, "EAP")]["passes"].split(" + "))
+        assert f <= 2 and b <= 1
+        assert circuits[(planted, "ACDC (KL, τ = 0.5)")]["score"] == 1.0
+    # EAP's zero-gradient failure on the saturated induction heads is visible in the leaderboard.
+    eap = circuits[("planted induction", "EAP")]
+    assert eap["score"] < 1.0 and "scored ~0" in eap["note"]
+    tracr = [r for r in rows if r["suite"] == "tracr"]
+    assert [r["model"] for r in tracr] == ["tracr reverse", "tracr sort", "tracr hist", "tracr frac_prevs"]
+    assert all(r["score"] == 1.0 for r in tracr)

@@ -34,7 +34,7 @@ from interplab.runs.record import RunRecord
 from interplab.runs.report import Report
 
 log = logging.getLogger(__name__)
-SUITES = ("planted", "circuits", "features", "probes")
+SUITES = ("planted", "tracr", "circuits", "features", "probes")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,44 @@ def planted_suite(cfg: BenchConfig) -> list[Row]:
         rows.append(Row("planted", name, "program reproduction", "accuracy on the whole domain", rep.accuracy,
                         seconds=time.perf_counter() - t,
                         note=f"{rep.n_prompts} prompts, {rep.n_checked} positions, {rep.n_wrong} wrong"))
+    return rows
+
+
+def tracr_suite(cfg: BenchConfig) -> list[Row]:
+    """Compiled RASP programs (tracr, optional extra): exact on their whole domains."""
+    from itertools import groupby
+
+    from interplab.benchmarks.tracr_compile import PROGRAMS, compile_program
+    from interplab.benchmarks.tracr_convert import convert
+    from interplab.core.errors import MissingDependencyError
+    from interplab.runtime import HookedModel
+
+    rows = []
+    for name in PROGRAMS:
+        t = time.perf_counter()
+        try:
+            conv = convert(compile_program(name))
+        except MissingDependencyError as err:
+            return [Row("tracr", "compiled RASP programs", "program reproduction", "accuracy", float("nan"),
+                        note=f"not run: {err}")]
+        model = HookedModel(conv.model)
+        domain = sorted(conv.compiled.domain(), key=len)
+        wrong, worst = 0, 0.0
+        for _, group in groupby(domain, key=len):
+            seqs = list(group)
+            with torch.no_grad():
+                outputs = conv.decode(model.run(conv.encode(seqs)))
+            for seq, got in zip(seqs, outputs):
+                want = conv.compiled.reference(seq)
+                if conv.categorical:
+                    wrong += got != want
+                else:
+                    worst = max(worst, *(abs(a - b) for a, b in zip(got, want)))
+        score = 1.0 - wrong / len(domain) if conv.categorical else float(worst < 1e-5)
+        rows.append(Row("tracr", f"tracr {name}", "program reproduction", "accuracy on the whole domain", score,
+                        seconds=time.perf_counter() - t,
+                        note=f"{len(domain)} inputs; " + (f"{wrong} wrong" if conv.categorical
+                                                          else f"max |error| {worst:.1e} (numerical output)")))
     return rows
 
 
@@ -173,7 +211,7 @@ def circuits_suite(cfg: BenchConfig) -> list[Row]:
     return circuit_rows(quick=cfg.quick, n_seeds=cfg.n_seeds)
 
 
-SUITE_FNS = {"planted": planted_suite, "circuits": circuits_suite, "features": features_suite, "probes": probes_suite}
+SUITE_FNS = {"planted": planted_suite, "tracr": tracr_suite, "circuits": circuits_suite, "features": features_suite, "probes": probes_suite}
 
 
 def bench_run(cfg: BenchConfig) -> Path:

@@ -5,7 +5,10 @@ base run bit for bit; ablating every edge into the logits is the corrupt run (co
 ablation) or the run with every node's output zeroed (zero ablation); a single edge's exact
 effect equals a hand hook on the receiver's q input; EAP equals exact patching where the
 model is linear in the edge; EAP and EAP-IG use the passes they claim; families where
-edge-level interventions cannot be exact are refused with the reason.
+edge-level interventions cannot be exact are refused with the reason. Grouped-query attention
+families (llama_gqa, qwen2, qwen3) run all of these too, plus: ablating every edge into one KV
+head's k / v is patching that KV head's site; EAP's receiver gradient of a KV head is the
+derivative along its input; a KV receiver matters while any query head of its group does.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from interplab.runtime import HookedModel
 
 from .families import ForwardCounter, tokens
 
-REFUSED = {"llama_gqa", "qwen2", "qwen3", "gemma3"}  # grouped-query attention / sandwich norms
+REFUSED = {"gemma3"}  # sandwich norms: a head's residual share is not its own term
 
 
 def _task(n=3, length=6, seed=0):
@@ -53,6 +56,10 @@ def test_refused_families_say_why(model, family):
     if family.name not in REFUSED:
         g = CircuitGraph.from_model(model)
         assert g.parallel == family.parallel
+        assert (g.n_heads, g.n_kv_heads) == (family.n_heads, family.n_kv_heads)
+        # q per query head, k / v per KV head (named after its group's first query head)
+        per_layer = family.n_heads + 2 * family.n_kv_heads
+        assert sum(r.kind == "head" for r in g.receivers) == family.n_layers * per_layer
         return
     with pytest.raises(UnsupportedArchitectureError, match="per-receiver input access") as err:
         CircuitGraph.from_model(model)
@@ -228,3 +235,97 @@ def test_bad_tasks_are_refused_before_any_forward():
         CircuitTask(task.clean, task.answers, task.wrong, task.corrupt[:, :3])
     assert counter.calls == 0
     counter.remove()
+
+
+# -- grouped-query attention: k / v receivers are KV heads ----------------------------------------
+def _last_kv(graph, layer=1):
+    """(receiver node, KV head) of the last KV head of ``layer``."""
+    g = graph.n_kv_heads - 1
+    return f"L{layer}.h{g * graph.group}", g
+
+
+@pytest.mark.parametrize("inp", ["k", "v"])
+def test_every_edge_into_a_kv_head_ablated_is_patching_that_kv_site(model, graph, inp):
+    """All edges into the last KV head's k (or v) of layer 1, corrupt ablation = the corrupt
+    run's activation at ``L1.attn.<inp>[h<g>]`` (k / v sites index KV heads), other KV heads
+    and every query untouched."""
+    task = _task()
+    n = task.n_prompts
+    node, g = _last_kv(graph)
+    site = f"L1.attn.{inp}[h{g}]"
+    _, cc = model.run_with_cache(task.corrupt, [site])
+    _, clean = model.run_with_cache(task.clean, [site])
+    assert (cc[site] - clean[site]).abs().max() > 1e-3  # the patch replaces something
+    patcher = EdgePatcher(model, graph, task, "corrupt")
+    removed = torch.zeros(n, graph.n_edges, dtype=torch.bool)
+    r = next(r for r in graph.receivers if r.name == f"{node}.{inp}")
+    assert (r.kv_head, r.site_head) == (g, g)
+    removed[:, r.start : r.start + r.n_senders] = True
+    want = model.run(task.clean, [Patch(site, value=cc[site])])
+    got = patcher.run(torch.arange(n), removed)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_eap_receiver_gradient_is_the_derivative_along_its_input(model, graph):
+    """Summed over a receiver's edges, EAP's scores are (x_corrupt - x_clean) . dM/dx_r: the
+    derivative of M(t) at t = 0 when that receiver alone reads x_clean + t (x_corrupt -
+    x_clean). M(t) is built by hand: a forward hook on the HF projection module recomputing
+    that one head (a KV head for k / v) from its perturbed input through the layer's norm."""
+    from interplab.analyses.circuits.edges import attn_norm
+
+    task = _task()
+    res = eap(model, task, EAPConfig(metric="logit_diff"), graph)
+    layer = 1
+    pre = f"L{layer}.resid_pre"
+    _, cc = model.run_with_cache(task.clean, [pre])
+    _, kc = model.run_with_cache(task.corrupt, [pre])
+    x, delta = cc[pre], kc[pre] - cc[pre]  # senders' (corrupt - clean) summed; biases cancel
+    ar = torch.arange(task.n_prompts)
+    node, g = _last_kv(graph, layer)
+    last_q = f"L{layer}.h{graph.n_heads - 1}"
+    for name, inp, h in ((last_q, "q", graph.n_heads - 1), (node, "k", g), (node, "v", g)):
+        r = next(r for r in graph.receivers if r.name == f"{name}.{inp}")
+        point = model.adapter.qkv_point(layer, inp)
+        norm = attn_norm(model, layer)
+        t = torch.zeros((), requires_grad=True)
+
+        def hook(module, args, output, point=point, norm=norm, t=t, h=h):
+            new = point.get(output).clone()
+            full = point.get(point.module.forward(norm.forward(x + t * delta)))
+            new[..., h, :] = full[..., h, :]
+            return point.put(output, new)
+
+        handle = point.module.register_forward_hook(hook)
+        try:
+            last = model.hf(task.clean).logits[:, -1]
+        finally:
+            handle.remove()
+        total = (last[ar, task.answers] - last[ar, task.wrong]).sum()
+        (want,) = torch.autograd.grad(total, t)
+        got = res.per_prompt[:, r.start : r.start + r.n_senders].sum()
+        assert want.abs() > 1e-8  # some derivatives are ~1e-6 here: compare relatively
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=2e-3)
+
+
+def test_a_kv_receiver_matters_while_any_head_of_its_group_does(model, graph):
+    """With every outgoing edge of all query heads of layer 0's last KV group ablated, the
+    edges into that KV head's k / v change nothing; with one head of the group still sending,
+    they do. (ACDC skips a receiver by ``reader_nodes``; this is why that skip is exact.)"""
+    task = _task()
+    n = task.n_prompts
+    node, g = _last_kv(graph, layer=0)
+    readers = graph.reader_nodes(next(r for r in graph.receivers if r.name == f"{node}.k"))
+    assert readers == [f"L0.h{h}" for h in range(g * graph.group, (g + 1) * graph.group)]
+    patcher = EdgePatcher(model, graph, task, "corrupt")
+    out_of = torch.tensor([e[0] in readers for e in graph.edges])
+    into = torch.tensor([e[1] == node and e[2:] in (("k",), ("v",)) for e in graph.edges])
+    assert int(into.sum()) == 2  # embed -> k, embed -> v
+    everyone = torch.arange(n)
+    silent = out_of[None].expand(n, -1)
+    torch.testing.assert_close(patcher.run(everyone, silent | into), patcher.run(everyone, silent),
+                               atol=1e-5, rtol=1e-5)
+    if graph.group > 1:  # one head of the group still sends: the KV head matters
+        still = out_of & torch.tensor([e[0] != readers[-1] for e in graph.edges])
+        still = still[None].expand(n, -1)
+        diff = patcher.run(everyone, still | into) - patcher.run(everyone, still)
+        assert diff.abs().max() > 1e-4

@@ -101,3 +101,46 @@ def test_log_grid_and_configs_refuse_bad_values():
         ACDCConfig(threshold=-1.0)
     with pytest.raises(ConfigError, match="n_layers >= 1"):
         CircuitGraph.build(0, 2, False)
+
+
+# -- grouped-query attention ----------------------------------------------------------------------
+def _n_edges_gqa(n_layers, n_heads, n_kv, mlp):
+    total, senders = 0, 1
+    for _ in range(n_layers):
+        total += (n_heads + 2 * n_kv) * senders  # q per query head, k / v per KV head
+        if mlp:
+            total += senders + n_heads
+        senders += n_heads + int(mlp)
+    return total + senders
+
+
+@pytest.mark.parametrize("n_kv", [1, 2, 4])
+def test_gqa_receivers_are_q_per_query_head_and_k_v_per_kv_head(n_kv):
+    g = CircuitGraph.build(2, 4, True, n_kv_heads=n_kv)
+    assert (g.n_kv_heads, g.group) == (n_kv, 4 // n_kv)
+    assert g.n_edges == _n_edges_gqa(2, 4, n_kv, True) == len(set(g.edges))
+    heads = [r for r in g.receivers if r.kind == "head" and r.layer == 1]
+    assert [r.name for r in heads if r.input == "q"] == [f"L1.h{h}.q" for h in range(4)]
+    kv = [r for r in heads if r.input != "q"]
+    firsts = [f"L1.h{kv_head * g.group}" for kv_head in range(n_kv)]
+    assert [r.name for r in kv] == [f"{f}.{i}" for f in firsts for i in "kv"]
+    assert [r.site_head for r in kv] == [h for h in range(n_kv) for _ in "kv"]
+    assert [g.kv_node(1, h) for h in range(4)] == [firsts[h // g.group] for h in range(4)]
+    assert g.reader_nodes(kv[-1]) == [f"L1.h{h}" for h in range(4 - g.group, 4)]
+    assert g.reader_nodes(heads[0]) == ["L1.h0"] and g.reader_nodes(g.receivers[-1]) == []
+
+
+def test_gqa_without_grouping_is_the_mha_graph():
+    assert CircuitGraph.build(2, 3, True, n_kv_heads=3) == CircuitGraph.build(2, 3, True)
+    assert CircuitGraph.build(2, 3, True).n_kv_heads == 3
+
+
+def test_gqa_truth_names_a_kv_head_by_its_groups_first_query_head():
+    g = CircuitGraph.build(2, 4, False, n_kv_heads=2)
+    truth = Truth(nodes=("embed", "L0.h1", "L1.h2", "L1.h3", "logits"),
+                  edges=(("L0.h1", "L1.h2", "k"), ("L0.h1", "L1.h3", "q"), ("L1.h3", "logits")))
+    assert sum(g.labels(truth.edges)) == 3
+    with pytest.raises(ConfigError, match=r"named after its group's first query head.*'L0.h0', 'k'"):
+        g.edge_index(("L0.h1", "L1.h3", "k"))  # L1.h3 reads the k of KV head 1, named L1.h2
+    with pytest.raises(ConfigError, match="n_kv_heads must divide n_heads"):
+        CircuitGraph.build(2, 4, False, n_kv_heads=3)

@@ -11,7 +11,9 @@ prompts; if it moved by less than the threshold tau, keep it removed, else resto
 * a task metric (``logit_diff``, ``prob``, ``loss``): removed when ``|M(new) - M(current)| < tau``.
 
 A node all of whose outgoing edges are removed reaches nothing, so its incoming edges are
-removed without a forward (exactly: its output is read by no receiver). Deterministic: the
+removed without a forward (exactly: its output is read by no receiver). Under grouped-query
+attention a k / v receiver feeds every query head of its KV group, so it is skipped only when
+all of them reach nothing (``CircuitGraph.reader_nodes``). Deterministic: the
 visiting order is fixed and no randomness is drawn. Cost: one forward on all prompts per edge
 tested, plus one for the full graph; reported as ``n_forward``.
 
@@ -93,7 +95,8 @@ def acdc(model, task: CircuitTask, config: ACDCConfig = ACDCConfig(),
     for r in reversed(graph.receivers):
         block = range(r.start, r.start + r.n_senders)
         if r.node != "logits":
-            out = [i for i, s in enumerate(senders_of) if s == r.node]
+            readers = set(graph.reader_nodes(r))
+            out = [i for i, s in enumerate(senders_of) if s in readers]
             if bool(removed[out].all()):
                 removed[list(block)] = True
                 continue

@@ -6,8 +6,9 @@ Circuit Discovery") estimates the effect of ablating edge s -> r to first order:
     score(s -> r) = (out_s^abl - out_s^clean) . dM / dx_r
 
 summed over positions, per prompt, where ``x_r`` is the residual input of receiver ``r`` alone
-(a head's q, k or v input; an MLP's input; the final residual). Cost: a forward on the corrupt
-prompts for ``out_s^abl``, a forward + backward on the clean prompts for ``out_s^clean`` and
+(a head's q, k or v input -- under grouped-query attention a KV head's k or v input, shared
+by the query heads of its group; an MLP's input; the final residual). Cost: a forward on the
+corrupt prompts for ``out_s^abl``, a forward + backward on the clean prompts for ``out_s^clean`` and
 the gradients: 2F + 1B (1F + 1B with the zero ablation, which needs no corrupt run).
 
 EAP-IG (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness: Going Beyond Circuit
@@ -20,8 +21,9 @@ clean and corrupt outputs, then m(F + B).
 Receiver gradients. One backward gives the gradient at every receiver's *output* (q / k / v
 sites, ``mlp_out``, ``ln_final``); the gradient at its own input is the vector-Jacobian
 product of its norm + projection, re-run on the cached input (a per-layer module call, not a
-model pass; not counted in ``n_forward``). The gradient at ``resid_pre`` itself would not do:
-it sums over every reader of that stream.
+model pass; not counted in ``n_forward``). For a KV head that gradient, taken at its k / v
+output, already sums what every query head of its group sends back through it. The gradient
+at ``resid_pre`` itself would not do: it sums over every reader of that stream.
 
 Assumptions and known failures: the first-order estimate is exact where the metric is linear
 in the edge (e.g. an edge into the logits of a model without a final norm, metric
@@ -105,7 +107,8 @@ def receiver_grads(model, graph: CircuitGraph, res) -> torch.Tensor:
             if r.kind == "head":
                 point = a.qkv_point(r.layer, r.input)
                 y = point.get(point.module.forward(attn_norm(model, r.layer).forward(x)))
-                y, g_out = y.select(point.head_axis, r.head), g_out.select(point.head_axis, r.head)
+                h = r.site_head  # k / v sites index KV heads
+                y, g_out = y.select(point.head_axis, h), g_out.select(point.head_axis, h)
             elif r.kind == "mlp":
                 y = a.mlp_branch(r.layer).forward(a.mlp_norm(r.layer).forward(x))
             else:

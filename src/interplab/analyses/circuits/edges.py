@@ -16,8 +16,10 @@ How it runs: one forward with hooks that record every sender's output as it is p
 head's ``z[h] @ W_O[h]``, an MLP's ``mlp_out``, the embedding as block 0's input) and, at each
 receiver with an ablated edge, recompute the receiver from its substituted input (calling the modules' ``forward`` directly,
 so no hook fires inside a hook) -- a head's
-q / k / v projection of ``norm(x_r')`` at the ``attn.q/k/v`` site, ``mlp(norm(x_r'))`` at
-``mlp_out``, ``final_norm(x_r')`` at ``ln_final``. Rows of a batch carry different edge sets
+q / k / v projection of ``norm(x_r')`` at the ``attn.q/k/v`` site (under grouped-query
+attention a k / v receiver is a KV head: its key / value, which every query head of its group
+reads, is recomputed at ``attn.k/v[h<g>]``), ``mlp(norm(x_r'))`` at ``mlp_out``,
+``final_norm(x_r')`` at ``ln_final``. Rows of a batch carry different edge sets
 (``removed[row, edge]``), so a whole sweep is one forward. Rows with nothing ablated at a
 receiver keep the model's own activation bit for bit. See ``graph.py`` for the families where
 this is exact and why the others are refused.
@@ -266,6 +268,12 @@ class _Forward:
         delta = torch.einsum("rs,rpsd->rpd", m, self.diff[:, :, : r.n_senders])
         return delta, m.any(1)
 
+    def _head_receivers(self, layer: int, inp: str) -> list[Receiver]:
+        """The receivers at the ``attn.<inp>`` site of ``layer``: one per query head for q, one
+        per KV head for k / v (keyed by its group's first query head)."""
+        step = 1 if inp == "q" else self.g.group
+        return [self.recv[("head", layer, h, inp)] for h in range(0, self.g.n_heads, step)]
+
     def _sender_index(self, name: str) -> int:
         return next(i for i, s in enumerate(self.g.senders) if s.name == name)
 
@@ -276,8 +284,7 @@ class _Forward:
             if layer:
                 hooks.append(_Hook(Site(layer, SiteKind.RESID_PRE), self._record(layer), False))
             for inp in "qkv":
-                heads = [h for h in range(d.n_heads)
-                         if self._active(self.recv[("head", layer, h, inp)])]
+                heads = [r for r in self._head_receivers(layer, inp) if self._active(r)]
                 if heads:
                     site = Site(layer, SiteKind(f"attn.{inp}"))
                     hooks.append(_Hook(site, self._qkv(layer, inp, heads), True))
@@ -325,15 +332,15 @@ class _Forward:
         point = model.adapter.qkv_point(layer, inp)
         norm = attn_norm(model, layer)
 
-        def fn(act):  # act [rows, pos, n_heads, d_head]
+        def fn(act):  # act [rows, pos, n_heads (q) | n_kv_heads (k, v), d_head]
             new = act.clone()
             x = self.x[("pre", layer)]
-            for h in heads:
-                r = self.recv[("head", layer, h, inp)]
+            for r in heads:
                 delta, rows = self._delta(r, x)
                 if not bool(rows.any()):
                     continue
                 full = point.get(point.module.forward(norm.forward(x[rows] + delta[rows])))
+                h = r.site_head
                 new[rows, :, h] = full.select(point.head_axis, h).to(act.dtype)
             return new
         return fn

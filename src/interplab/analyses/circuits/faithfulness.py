@@ -15,7 +15,9 @@ by |score|; ``signed``: by how far ablating the edge moves the metric away from 
 AUROC against a truth (sets of names, e.g. a ``benchmarks.truth.Truth``'s edges / nodes): the
 exact Mann-Whitney statistic with ties counted one half (``probe_fit.auroc``). A node's score
 is the largest importance of an edge into or out of it; ``embed`` and ``logits`` are in every
-circuit and left out of the node AUROC. ``auroc_ci_over_prompts`` is a percentile bootstrap
+circuit and left out of the node AUROC. Under grouped-query attention a KV head's k / v edges
+are named after the first query head of its group (``graph.py``), so they count towards that
+head's node score. ``auroc_ci_over_prompts`` is a percentile bootstrap
 over prompts (the units that were sampled), recomputing the mean scores per resample.
 """
 

@@ -21,6 +21,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr]"
+	# sparsify's own fused encoder is the reference in a format test (read by file path; its
+	# training dependencies are not needed).
+	$(BIN)/pip install -q --no-deps eai-sparsify==1.3.3
 	touch $@
 
 install: $(VENV)/.installed

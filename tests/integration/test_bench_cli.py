@@ -16,8 +16,12 @@ def test_bench_quick_leaderboard(tmp_path, capsys):
     rows = json.loads((run / "results.json").read_text())["leaderboard"]
     planted = [r for r in rows if r["suite"] == "planted"]
     assert len(planted) == 2 and all(r["score"] == 1.0 for r in planted)
-    probes = [r for r in rows if r["suite"] == "probes"]
+    probes = [r for r in rows if r["suite"] == "probes" and r["method"].endswith(" probe")]
     assert {r["method"] for r in probes} == {"logistic probe", "diff_means probe", "lda probe"}
+    paired = {r["method"]: r for r in rows if "paired" in r["method"]}
+    assert set(paired) == {"logistic − diff_means (paired over seeds)", "lda − diff_means (paired over seeds)"}
+    for r in paired.values():
+        assert r["low"] <= r["score"] <= r["high"] and "paired permutation p = " in r["note"]
     for r in probes:
         assert r["low"] <= r["score"] <= r["high"]
         assert r["score"] > r["null"] + 0.5

@@ -183,10 +183,10 @@ def features_suite(cfg: BenchConfig) -> list[Row]:
 
 def probes_suite(cfg: BenchConfig) -> list[Row]:
     from interplab.analyses.probes import ProbeConfig, fit_probe
-    from interplab.benchmarks.scoring import probe_recovery
+    from interplab.benchmarks.scoring import paired_comparison, probe_recovery
     from interplab.benchmarks.synthetic import planted_concept
 
-    rows = []
+    rows, per_method = [], {}
     n = 2000 if cfg.quick else 4000
     for method in ("logistic", "diff_means", "lda"):
         def one(seed: int, method=method) -> tuple[float, float]:
@@ -198,10 +198,16 @@ def probes_suite(cfg: BenchConfig) -> list[Row]:
 
         t = time.perf_counter()
         scores, nulls = _seed_scores(one, cfg.n_seeds)
+        per_method[method] = scores
         est, low, high = _ci(scores)
         rows.append(Row("probes", f"planted concept (d 32, {n} items)", f"{method} probe", "|cos| with the truth",
                         est, low, high, null=sum(nulls) / len(nulls), seconds=time.perf_counter() - t,
                         note="null: the same probe on shuffled labels"))
+    for a, b in (("logistic", "diff_means"), ("lda", "diff_means")):
+        cmp = paired_comparison(per_method[a], per_method[b])
+        rows.append(Row("probes", f"planted concept (d 32, {n} items)", f"{a} − {b} (paired over seeds)",
+                        "Δ |cos|", cmp.mean_difference, float(cmp.ci.low), float(cmp.ci.high),
+                        note=f"paired permutation p = {cmp.p_value:.3g} (n = {cmp.n} seeds)"))
     return rows
 
 

@@ -55,3 +55,13 @@ def test_bench_circuits_and_tracr_suites(tmp_path, capsys):
     tracr = [r for r in rows if r["suite"] == "tracr"]
     assert [r["model"] for r in tracr] == ["tracr reverse", "tracr sort", "tracr hist", "tracr frac_prevs"]
     assert all(r["score"] == 1.0 for r in tracr)
+
+
+def test_bench_trained_suite(tmp_path, capsys):
+    assert main(["bench", "--quick", "--suites", "trained", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rows = json.loads((next(tmp_path.glob("bench-quick-*")) / "results.json").read_text())["leaderboard"]
+    assert [r["method"] for r in rows] == ["training", "exact edge patching", "EAP", "EAP-IG (m = 5)"]
+    assert rows[0]["score"] >= 0.95 and "truth heads by ablation: L0." in rows[0]["note"]
+    for r in rows[1:]:
+        assert 0.0 <= r["score"] <= 1.0 and r["passes"]

@@ -93,3 +93,39 @@ def circuit_rows(quick: bool, n_seeds: int) -> list:
                         passes=f"{res.n_forward}F", seconds=time.perf_counter() - t,
                         note=f"precision {precision:.3f}; {len(kept)} edges kept, {res.n_tested} tested"))
     return rows
+
+
+def trained_rows(quick: bool) -> list:
+    """The induction model trained here (benchmarks.trained): its accuracy, and each method's
+    node AUROC against the heads its ablation measured (a partial truth: which heads, not how)."""
+    from collections import Counter
+
+    from interplab.analyses.circuits import node_auroc
+    from interplab.benchmarks.trained import InductionTrainConfig, induction_batch, train_induction_model
+    from interplab.runs.bench_runs import Row
+
+    t = time.perf_counter()
+    cfg = InductionTrainConfig()
+    trained = train_induction_model(cfg)
+    rows = [Row("trained", "induction on random tokens (2 layers × 4 heads, trained)", "training",
+                "repeated-half accuracy", trained.accuracy, seconds=time.perf_counter() - t,
+                note=f"truth heads by ablation: {', '.join(trained.truth.nodes[1:-1])}")]
+    tokens, mask = induction_batch(cfg, 64 if quick else 256, torch.Generator().manual_seed(5))
+    prompts = []
+    for i in range(tokens.shape[0]):  # cut each sequence in its repeated half: the next token is predictable
+        pos = mask[i].nonzero().flatten()
+        p = int(pos[len(pos) // 2])
+        prompts.append((tokens[i, : p + 1], int(tokens[i, p + 1])))
+    length = Counter(len(x) for x, _ in prompts).most_common(1)[0][0]  # one length: unpadded prompts
+    chosen = [(x, a) for x, a in prompts if len(x) == length]
+    task = CircuitTask(torch.stack([x for x, _ in chosen]), answers=torch.tensor([a for _, a in chosen]))
+    model = HookedModel(trained.model.eval())
+    for label, run in (("exact edge patching", lambda: exact_edge_patching(model, task, ExactConfig(ablation="zero", metric="loss"))),
+                       ("EAP", lambda: eap(model, task, EAPConfig(ablation="zero", metric="loss"))),
+                       ("EAP-IG (m = 5)", lambda: eap(model, task, EAPConfig(ablation="zero", steps=5, metric="loss")))):
+        t = time.perf_counter()
+        scores = run()
+        rows.append(Row("trained", "induction on random tokens (trained)", label, "node AUROC vs measured heads",
+                        node_auroc(scores, trained.truth.nodes), passes=f"{scores.n_forward}F + {scores.n_backward}B",
+                        seconds=time.perf_counter() - t, note=f"{len(chosen)} prompts of {length} tokens; loss metric"))
+    return rows

@@ -34,7 +34,7 @@ from interplab.runs.record import RunRecord
 from interplab.runs.report import Report
 
 log = logging.getLogger(__name__)
-SUITES = ("planted", "tracr", "circuits", "features", "probes")
+SUITES = ("planted", "tracr", "circuits", "trained", "features", "probes")
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,13 @@ def circuits_suite(cfg: BenchConfig) -> list[Row]:
     return circuit_rows(quick=cfg.quick, n_seeds=cfg.n_seeds)
 
 
-SUITE_FNS = {"planted": planted_suite, "tracr": tracr_suite, "circuits": circuits_suite, "features": features_suite, "probes": probes_suite}
+def trained_suite(cfg: BenchConfig) -> list[Row]:
+    from interplab.runs.bench_circuits import trained_rows
+
+    return trained_rows(quick=cfg.quick)
+
+
+SUITE_FNS = {"planted": planted_suite, "tracr": tracr_suite, "circuits": circuits_suite, "trained": trained_suite, "features": features_suite, "probes": probes_suite}
 
 
 def bench_run(cfg: BenchConfig) -> Path:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from interplab.core.dims import ModelDims
 from interplab.core.errors import SiteError
 from interplab.core.sites import Site, SiteKind
-from interplab.models.adapter import Adapter
-from interplab.models.hookpoint import HookPoint, heads
+from interplab.models.llama import DecoderAdapter
 from interplab.models.registry import register_adapter
 from interplab.models.toy import MODEL_TYPE, NORMALIZATION, POSITIONAL
 
@@ -20,7 +19,9 @@ _MLP_KINDS = (SiteKind.MLP_OUT, SiteKind.MLP_HIDDEN, SiteKind.RESID_MID)
 
 
 @register_adapter
-class ToyAdapter(Adapter):
+class ToyAdapter(DecoderAdapter):
+    """The toy family uses Llama's module names, so the module accessors are DecoderAdapter's."""
+
     name = "toy"
     model_types = (MODEL_TYPE,)
     family_keys = frozenset(
@@ -62,30 +63,3 @@ class ToyAdapter(Adapter):
                 "attn_out."
             )
 
-    def blocks(self):
-        return self.model.model.layers
-
-    def embed(self):
-        return self.model.model.embed_tokens
-
-    def final_norm(self):
-        return self.model.model.norm
-
-    def attn(self, layer):
-        return self.blocks()[layer].self_attn
-
-    def mlp(self, layer):
-        return self.blocks()[layer].mlp
-
-    def mlp_norm(self, layer):
-        return self.blocks()[layer].post_attention_layernorm
-
-    def out_proj(self, layer):
-        return self.attn(layer).o_proj
-
-    def down_proj(self, layer):
-        return self.mlp(layer).down_proj
-
-    def qkv_point(self, layer, which):
-        module = getattr(self.attn(layer), f"{which}_proj")
-        return HookPoint(module, "out", **heads(self.dims.n_heads, self.dims.d_head))

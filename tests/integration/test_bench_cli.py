@@ -61,7 +61,9 @@ def test_bench_trained_suite(tmp_path, capsys):
     assert main(["bench", "--quick", "--suites", "trained", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
     rows = json.loads((next(tmp_path.glob("bench-quick-*")) / "results.json").read_text())["leaderboard"]
-    assert [r["method"] for r in rows] == ["training", "exact edge patching", "EAP", "EAP-IG (m = 5)"]
+    assert [r["method"] for r in rows] == ["training", "training (shipped weights)", "Fourier analysis of the embedding",
+                                          "exact edge patching", "EAP", "EAP-IG (m = 5)"]
     assert rows[0]["score"] >= 0.95 and "truth heads by ablation: L0." in rows[0]["note"]
-    for r in rows[1:]:
+    assert rows[1]["score"] >= 0.99 and rows[2]["score"] > rows[2]["null"] + 0.3
+    for r in rows[3:]:
         assert 0.0 <= r["score"] <= 1.0 and r["passes"]

@@ -79,7 +79,7 @@ def collect(model, prompts: Sequence[str] | torch.Tensor, sites: Sequence[str] |
     for start in range(0, n, batch_size):
         batch = model.to_batch(_chunk(prompts, start, start + batch_size, model))
         _, cache = model.run_with_cache(batch, site_list, stop_after_last_site=True)
-        weights = _position_weights(batch.input_ids, batch.attention_mask, reduction, bos)
+        weights = position_weights(batch.input_ids, batch.attention_mask, reduction, bos)
         for site in site_list:
             act = cache[site].float()
             act = act.reshape(act.shape[0], act.shape[1], -1)  # [batch, pos, d]
@@ -119,7 +119,7 @@ def _left_pad(rows: list[torch.Tensor], model) -> dict:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _position_weights(input_ids: torch.Tensor, mask: torch.Tensor, reduction: str,
+def position_weights(input_ids: torch.Tensor, mask: torch.Tensor, reduction: str,
                       bos: int | None) -> torch.Tensor:
     """[batch, pos] weights whose row-wise dot with the activations is the reduction."""
     mask = mask.float()

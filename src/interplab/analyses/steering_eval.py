@@ -154,7 +154,7 @@ def _measure(model, vector: SteeringVector, cfg: SteeringEvalConfig, probe):
             f"The probe reads {site}, before the earliest steered site {first}, so steering "
             "cannot change its score. Train the probe at or after the steering site."
         )
-    from interplab.analyses.collect import _position_weights, check_reduction
+    from interplab.analyses.collect import check_reduction, position_weights
 
     reduction = getattr(probe, "reduction", "last")
     check_reduction(reduction)
@@ -166,7 +166,7 @@ def _measure(model, vector: SteeringVector, cfg: SteeringEvalConfig, probe):
         act = cache[site].float()
         act = act.reshape(act.shape[0], act.shape[1], -1)
         # the same position weights collect() uses, so the probe sees what it was trained on
-        w = _position_weights(batch.input_ids, batch.attention_mask, reduction, bos)
+        w = position_weights(batch.input_ids, batch.attention_mask, reduction, bos)
         reduced = torch.einsum("bp,bpd->bd", w.to(act.device, act.dtype), act).cpu()
         return torch.as_tensor(probe.score(reduced)).double().flatten().cpu()
     return probe_score

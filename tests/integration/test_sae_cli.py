@@ -70,6 +70,10 @@ def test_harvest_train_eval(setup, capsys):
     assert metrics["l0"] <= 4 + 1e-9
     expected = (metrics["ce_zero"] - metrics["ce_spliced"]) / (metrics["ce_zero"] - metrics["ce_clean"])
     assert metrics["loss_recovered"] == pytest.approx(expected, rel=1e-9)
+    intervals = json.loads((run / "results.json").read_text())["intervals"]
+    assert set(intervals) == {"ce_increase", "kl", "loss_recovered"}
+    assert all(low <= high for low, high in intervals.values())
+    assert intervals["kl"][0] <= metrics["kl"] <= intervals["kl"][1]
     assert (dirs[1] / "features" / "stats.safetensors").exists()
     # The features were saved next to the dictionary; the dictionary itself still loads.
     assert torch.equal(load_dictionary(dirs[1]).W_dec, Dictionary.load(dirs[1]).W_dec)

@@ -69,9 +69,12 @@ def print_eval(run_path, console: Console | None = None) -> None:
     table = Table(title="dictionary evaluation (held-out text)")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    intervals = results.get("intervals", {})
     for key, value in results["metrics"].items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        table.add_row(key, shown)
+        ci = intervals.get(key)
+        table.add_row(key, shown, "" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]")
     console.print(table)
     console.print(f"feature statistics: {results['features_dir']}")
     console.print(f"report: {run_path / 'report.html'}")

@@ -228,11 +228,21 @@ def eval_sae_run(cfg: EvalSaeConfig, model=None, progress: bool = True) -> Path:
     feat_dir = Path(cfg.dictionary) / "features"
     stats.save(feat_dir, overwrite=True)
     summary = res.summary()
+    intervals = {}
+    if res.ce_increase_ci is not None:
+        intervals["ce_increase"] = [float(res.ce_increase_ci.low), float(res.ce_increase_ci.high)]
+        intervals["kl"] = [float(res.kl_ci.low), float(res.kl_ci.high)]
+    if res.loss_recovered_ci is not None:
+        intervals["loss_recovered"] = [float(v) for v in res.loss_recovered_ci]
     report = Report(f"Dictionary evaluation: {Path(cfg.dictionary).name} on {model.source.get('name')}")
     report.text(f"{dictionary.arch}, {dictionary.cfg.d_sae} latents at {dictionary.cfg.input_site}"
                 f"{' → ' + dictionary.cfg.target_site if dictionary.is_transcoder else ''}; "
                 f"{contexts.shape[0]} held-out contexts of {contexts.shape[1]} tokens from {cfg.corpus}.")
-    report.table(["metric", "value"], [[k, v] for k, v in summary.items()])
+    report.table(["metric", "value", "95% CI (bootstrap over contexts)"],
+                 [[k, v, "" if k not in intervals else f"[{intervals[k][0]:.4g}, {intervals[k][1]:.4g}]"]
+                  for k, v in summary.items()]
+                 + [["ce_increase", None if summary.get("ce_spliced") is None else summary["ce_spliced"] - summary["ce_clean"],
+                     "" if "ce_increase" not in intervals else f"[{intervals['ce_increase'][0]:.4g}, {intervals['ce_increase'][1]:.4g}]"]])
     report.text("FVU is against the mean of the target (not zero); loss recovered = (CE_zero − CE_spliced) / "
                 "(CE_zero − CE_clean), with zero ablation of the target site as the floor; intervals are "
                 "bootstrap CIs over contexts.", note=True)
@@ -246,6 +256,7 @@ def eval_sae_run(cfg: EvalSaeConfig, model=None, progress: bool = True) -> Path:
             report.text(ex, note=True)
     with RunRecord(cfg.out, "eval-sae", cfg, model, cfg.seed) as run:
         run.add_results("metrics", summary)
+        run.add_results("intervals", intervals)
         run.add_results("features_dir", str(feat_dir))
         run.add_tensors("eval", {"density": res.density})
         run.write_text("report.html", report.render())

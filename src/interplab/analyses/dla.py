@@ -46,6 +46,7 @@ from transformers.pytorch_utils import Conv1D
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError, UnsupportedArchitectureError
 from interplab.core.sites import Site, SiteKind
+from interplab.models.norms import norm_convention
 from interplab.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -96,22 +97,16 @@ def frozen_norm(norm: nn.Module, x: torch.Tensor) -> tuple[bool, torch.Tensor, t
     """``(centre, scale, bias)`` with ``norm(x) == P(x) * scale + bias`` at this ``x`` (float64):
     ``scale`` [..., d_model] is the gain over the norm's statistic of x, frozen."""
     x64 = x.double()
-    weight = getattr(norm, "weight", None)
-    gain = torch.ones(x.shape[-1], dtype=torch.float64, device=x.device) if weight is None else weight.double()
-    bias = None
-    if isinstance(norm, nn.LayerNorm):
-        centre, stat = True, x64.var(-1, unbiased=False, keepdim=True) + norm.eps
-        bias = None if norm.bias is None else norm.bias.double()
-    elif hasattr(norm, "variance_epsilon"):  # Llama / Qwen RMSNorm: weight * x / rms(x)
-        centre, stat = False, x64.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon
-    elif type(norm).__name__.startswith("Gemma") and hasattr(norm, "eps"):  # (1 + weight)
-        centre, stat, gain = False, x64.pow(2).mean(-1, keepdim=True) + norm.eps, 1.0 + gain
-    else:
+    conv = norm_convention(norm, x.shape[-1])
+    if conv is None:
         raise UnsupportedArchitectureError(
             f"Direct logit attribution cannot linearise a {type(norm).__name__}: it knows "
             "nn.LayerNorm, Llama/Qwen-style RMSNorm (weight, variance_epsilon) and Gemma's "
-            "(1 + weight) RMSNorm. Add the convention to interplab.analyses.dla.frozen_norm."
+            "(1 + weight) RMSNorm. Add the convention to interplab.models.norms.norm_convention."
         )
+    centre, bias = conv.centre, conv.bias
+    gain, stat = conv.gain.to(x64.device), conv.statistic(x64)
+    bias = None if bias is None else bias.to(x64.device)
     scale = gain / stat.sqrt()
     ours = _centre(x64, centre) * scale + (0 if bias is None else bias)
     _check_close(ours, norm(x), type(norm).__name__)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from interplab.core.artifacts import atomic_directory, provenance, write_json
@@ -41,6 +41,7 @@ from interplab.core.errors import ConfigError, InterplabError
 from interplab.core.sites import Site, SiteKind
 from interplab.dictionary.base import Dictionary
 from interplab.dictionary.splice import bos_id, check_contexts, check_sites
+from interplab.models.norms import norm_convention
 
 log = logging.getLogger(__name__)
 
@@ -285,20 +286,6 @@ def feature_stats(model, dictionary: Dictionary, contexts: Tensor, cfg: FeatureC
     return stats
 
 
-def _final_gain(norm: nn.Module, d: int) -> tuple[bool, Tensor] | None:
-    """(centre, gain) of the final norm's affine part: LayerNorm centres and scales by weight;
-    Llama / Qwen RMSNorm scales by weight; Gemma's RMSNorm by (1 + weight)."""
-    weight = getattr(norm, "weight", None)
-    w = torch.ones(d) if weight is None else weight.detach().float().cpu()
-    if isinstance(norm, nn.LayerNorm):
-        return True, w
-    if hasattr(norm, "variance_epsilon"):
-        return False, w
-    if type(norm).__name__.startswith("Gemma") and hasattr(norm, "eps"):
-        return False, 1.0 + w
-    return None
-
-
 @torch.no_grad()
 def logit_effects(model, dictionary: Dictionary, k: int, chunk: int = 1024
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
@@ -309,11 +296,11 @@ def logit_effects(model, dictionary: Dictionary, k: int, chunk: int = 1024
     if site.kind not in RESIDUAL_KINDS:
         log.info("No logit effects: the target site %s is not in the residual stream.", site)
         return None
-    gain = _final_gain(model.adapter.final_norm(), model.dims.d_model)
-    if gain is None:
+    conv = norm_convention(model.adapter.final_norm(), model.dims.d_model)
+    if conv is None:
         log.warning("No logit effects: unknown final norm %s.", type(model.adapter.final_norm()).__name__)
         return None
-    centre, g = gain
+    centre, g = conv.centre, conv.gain.float().cpu()
     w_u = model.adapter.unembed().weight.detach().float().cpu()  # [d_vocab, d_model]
     k = min(k, w_u.shape[0])
     w_dec = (dictionary.W_dec.detach().float() / dictionary.out_scale.float()).cpu()

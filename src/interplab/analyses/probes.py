@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from interplab.analyses.collect import REDUCTIONS, collect
 from interplab.analyses.probe_fit import FITTERS, SPLITS, auroc, auroc_ci, split_groups
-from interplab.core.artifacts import atomic_directory, provenance, write_json
+from interplab.core.artifacts import write_artifact
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.sites import Site
@@ -135,12 +135,8 @@ class Probe:
         """Write ``config.json`` + ``probe.safetensors`` + ``provenance.json`` atomically."""
         meta = {"site": self.site, "reduction": self.reduction, "method": self.method,
                 "bias": self.bias, "label_names": list(self.label_names), "d": self.d}
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            write_json(tmp / "config.json", meta)
-            save_file({"direction": self.direction.contiguous(), "weight": self.weight.contiguous(),
-                       "mean": self.mean.contiguous()}, str(tmp / "probe.safetensors"))
-            write_json(tmp / "provenance.json", provenance(model, kind="probe"))
-        return Path(path)
+        tensors = {"direction": self.direction, "weight": self.weight, "mean": self.mean}
+        return write_artifact(path, meta, tensors, "probe.safetensors", overwrite, model, kind="probe")
 
     @classmethod
     def load(cls, path: str | Path) -> Probe:

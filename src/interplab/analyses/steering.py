@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from interplab.core.artifacts import atomic_directory, provenance, write_json
+from interplab.core.artifacts import write_artifact
 from interplab.core.errors import ConfigError, InputError, InterplabError, choices
 from interplab.core.sites import Site, as_sites
 from interplab.interventions.spec import Steer
@@ -121,15 +121,9 @@ class SteeringVector:
     # -- artifacts ----------------------------------------------------------------------------
     def save(self, path: str | Path, overwrite: bool = False, model=None, **extra) -> Path:
         """Write ``config.json`` + ``vectors.safetensors`` + ``provenance.json`` atomically."""
-        path = Path(path)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            write_json(tmp / "config.json", {"format": FORMAT, "method": self.method,
-                                             "sites": [str(s) for s in self.vectors],
-                                             "meta": self.meta})
-            save_file({str(s): v.contiguous() for s, v in self.vectors.items()},
-                      str(tmp / "vectors.safetensors"))
-            write_json(tmp / "provenance.json", provenance(model=model, **extra))
-        return path
+        meta = {"format": FORMAT, "method": self.method, "sites": [str(s) for s in self.vectors], "meta": self.meta}
+        return write_artifact(path, meta, {str(s): v for s, v in self.vectors.items()}, "vectors.safetensors",
+                              overwrite, model, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:

@@ -106,6 +106,20 @@ def write_json(path: str | Path, data) -> Path:
     return write_bytes(path, json.dumps(data, indent=2, default=_json_default).encode())
 
 
+def write_artifact(path: str | Path, meta: dict, tensors: dict[str, torch.Tensor], tensors_file: str,
+                   overwrite: bool = False, model=None, **provenance_extra) -> Path:
+    """The artifact layout (DESIGN rule 8): ``config.json`` (``meta``) + ``tensors_file``
+    (safetensors) + ``provenance.json``, written into a temp directory renamed into place."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        write_json(tmp / "config.json", meta)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / tensors_file))
+        write_json(tmp / "provenance.json", provenance(model, **provenance_extra))
+    return path
+
+
 @contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp directory that becomes ``path`` when the block succeeds.

@@ -22,10 +22,10 @@ from typing import ClassVar
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from interplab.core.artifacts import atomic_directory, provenance, write_json
+from interplab.core.artifacts import write_artifact
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InterplabError
 from interplab.core.registry import Registry
@@ -252,13 +252,8 @@ class Dictionary(nn.Module):
     # -- artifacts --------------------------------------------------------------------------
     def save(self, path: str | Path, overwrite: bool = False, **provenance_extra) -> Path:
         """Write ``config.json`` + ``weights.safetensors`` + ``provenance.json`` atomically."""
-        path = Path(path)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            write_json(tmp / "config.json", {"format": FORMAT, "arch": self.arch, "config": self.cfg.to_json()})
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                      str(tmp / "weights.safetensors"))
-            write_json(tmp / "provenance.json", provenance(**provenance_extra))
-        return path
+        return write_artifact(path, {"format": FORMAT, "arch": self.arch, "config": self.cfg.to_json()},
+                              self.state_dict(), "weights.safetensors", overwrite, **provenance_extra)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Dictionary:

@@ -31,11 +31,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interplab.core.artifacts import atomic_directory, provenance, write_json
+from interplab.core.artifacts import write_artifact
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InterplabError
 from interplab.core.sites import Site, SiteKind
@@ -158,15 +158,10 @@ class FeatureStats:
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, path: str | Path, overwrite: bool = False, **provenance_extra) -> Path:
         """``config.json`` + ``stats.safetensors`` + ``provenance.json``, written atomically."""
-        path = Path(path)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            meta = {"format": FORMAT, "config": to_dict(self.config), "input_site": self.input_site,
-                    "target_site": self.target_site, "n_contexts": self.n_contexts, "n_tokens": self.n_tokens}
-            write_json(tmp / "config.json", meta)
-            tensors = {k: getattr(self, k).contiguous().cpu() for k in TENSORS if getattr(self, k) is not None}
-            save_file(tensors, str(tmp / "stats.safetensors"))
-            write_json(tmp / "provenance.json", provenance(**provenance_extra))
-        return path
+        meta = {"format": FORMAT, "config": to_dict(self.config), "input_site": self.input_site,
+                "target_site": self.target_site, "n_contexts": self.n_contexts, "n_tokens": self.n_tokens}
+        tensors = {k: getattr(self, k) for k in TENSORS if getattr(self, k) is not None}
+        return write_artifact(path, meta, tensors, "stats.safetensors", overwrite, **provenance_extra)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:

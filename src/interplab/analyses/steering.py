@@ -230,16 +230,22 @@ def diff_means_from_acts(pos_acts, neg_acts) -> dict[str, torch.Tensor]:
 def diff_means(model, pos_prompts, neg_prompts, sites, reduction: str = "last",
                batch_size: int = 16) -> SteeringVector:
     """CAA / difference-of-means vector at ``sites`` from reduced activations (``collect``)."""
+    pos, neg = _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction, batch_size,
+                                 "diff_means", paired=False)
+    return _shaped(model, diff_means_from_acts(pos, neg), "diff_means", {
+        "reduction": reduction, "n_pos": len(pos_prompts), "n_neg": len(neg_prompts)})
+
+
+def _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction: str, batch_size: int,
+                      method: str, paired: bool):
+    """Check the sets, reduction and sites (before any forward), then collect both sets."""
     from interplab.analyses.collect import check_reduction, collect
 
-    _check_sets(pos_prompts, neg_prompts, "diff_means", paired=False)
+    _check_sets(pos_prompts, neg_prompts, method, paired=paired)
     check_reduction(reduction)
     site_list = _model_sites(model, sites)
-    pos = collect(model, pos_prompts, site_list, reduction, batch_size)
-    neg = collect(model, neg_prompts, site_list, reduction, batch_size)
-    vecs = diff_means_from_acts(pos, neg)
-    return _shaped(model, vecs, "diff_means", {
-        "reduction": reduction, "n_pos": len(pos_prompts), "n_neg": len(neg_prompts)})
+    return (collect(model, pos_prompts, site_list, reduction, batch_size),
+            collect(model, neg_prompts, site_list, reduction, batch_size))
 
 
 def _shaped(model, vecs: dict[str, torch.Tensor], method: str, meta: dict) -> SteeringVector:
@@ -279,13 +285,8 @@ def pca_diff_from_acts(pos_acts, neg_acts) -> dict[str, torch.Tensor]:
 def pca_diff(model, pos_prompts, neg_prompts, sites, reduction: str = "last",
              batch_size: int = 16) -> SteeringVector:
     """RepE PCA vector from paired prompts (``pos_prompts[i]`` is the partner of ``neg_prompts[i]``)."""
-    from interplab.analyses.collect import check_reduction, collect
-
-    _check_sets(pos_prompts, neg_prompts, "pca_diff", paired=True)
-    check_reduction(reduction)
-    site_list = _model_sites(model, sites)
-    pos = collect(model, pos_prompts, site_list, reduction, batch_size)
-    neg = collect(model, neg_prompts, site_list, reduction, batch_size)
+    pos, neg = _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction, batch_size,
+                                 "pca_diff", paired=True)
     return _shaped(model, pca_diff_from_acts(pos, neg), "pca_diff", {
         "reduction": reduction, "n_pairs": len(pos_prompts)})
 

@@ -154,17 +154,12 @@ def train_sae_run(cfg: TrainSaeConfig, progress: bool = True) -> Path:
 
 
 def _read_curve(path: Path | None) -> list[tuple[int, float]]:
-    if path is None:
+    """(step, fvu) from the metrics.jsonl the trainer keeps in each dictionary's directory."""
+    f = None if path is None else Path(path) / "metrics.jsonl"
+    if f is None or not f.exists():
         return []
-    f = Path(path).parent / "metrics.jsonl" if not (Path(path) / "metrics.jsonl").exists() else Path(path) / "metrics.jsonl"
-    if not f.exists():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        row = json.loads(line)
-        if "fvu" in row:
-            out.append((row["step"], row["fvu"]))
-    return out
+    rows = (json.loads(line) for line in f.read_text().splitlines())
+    return [(r["step"], r["fvu"]) for r in rows if "fvu" in r]
 
 
 def _curve_figure(curves: dict[str, list[tuple[int, float]]]):

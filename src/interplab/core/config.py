@@ -1,24 +1,155 @@
-"""Config base: frozen dataclasses whose fields carry their own help text.
+"""Config base: frozen dataclasses whose fields carry their own help text and range checks.
 
-``param(default, "help")`` declares a field; the CLI is generated from the fields
-(``interplab.cli.args``), cross-field checks live in ``__post_init__``, and nothing mutates a
-config after construction.
+``param(default, help=..., ge=1, choices=(...))`` declares a field; the CLI is generated from
+the fields (``interplab.cli.args``), the declared ranges and choices are checked in one place
+(``check_fields``, run by every config composed with ``RunFields``), cross-field checks live in
+``__post_init__``, and nothing mutates a config after construction.
+
+Run configs are *composed*, not copied: ``RunFields`` (model, seed, out, device, dtype) and
+``TaskFields`` (task, n) are declared once and mixed into each registered analysis's config
+together with the library config of the technique (e.g. ``PatchingConfig``), so a default
+lives in exactly one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from interplab.core.errors import ConfigError, choices as fmt_choices
 
-def param(default: Any = dataclasses.MISSING, help: str = "", **kw) -> Any:
-    """A config field with its docstring (shown by ``--help``)."""
+_CHECKS = ("ge", "gt", "le", "lt", "choices")
+
+
+def param(default: Any = dataclasses.MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None,
+          choices=None, **kw) -> Any:
+    """A config field with its docstring (shown by ``--help``) and declared range checks."""
+    meta = {"help": help}
+    for key, value in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices)):
+        if value is not None:
+            meta[key] = tuple(value) if key == "choices" else value
     if isinstance(default, (list, dict, set)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def check_fields(config) -> None:
+    """Check every field's declared range / choices; the error names the field and the rule."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        m = f.metadata
+        if not any(k in m for k in _CHECKS) or value is None:
+            continue
+        if "choices" in m and value not in m["choices"]:
+            raise ConfigError(f"{f.name}={value!r} is not one of {fmt_choices(m['choices'])}.")
+        for key, op, ok in (("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+                            ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)):
+            if key in m and not ok(value, m[key]):
+                raise ConfigError(f"{f.name} must be {op} {m[key]}, got {value}.")
+
+
+def _chain_post_init(self, cls) -> None:
+    parent = getattr(super(cls, self), "__post_init__", None)
+    if parent is not None:
+        parent()
+
+
+@dataclass(frozen=True)
+class RunFields:
+    """The fields every run shares (composed into each registered analysis's config)."""
+
+    model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
+    seed: int = param(0, help="Seed of the data, noise, splits and statistics.")
+    out: str = param("runs", help="Directory under which the run record is written.")
+    device: str = param("cpu", help="Device the model runs on: cpu, cuda or cuda:N.")
+    dtype: str = param("float32", help="Model dtype.", choices=("float32", "bfloat16", "float16"))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r}: use cpu, cuda or cuda:N.")
+        _chain_post_init(self, RunFields)
+
+
+@dataclass(frozen=True)
+class TaskFields:
+    """A registered task and how many of its prompts a run uses."""
+
+    task: str = param("ioi", help="Registered task (ioi, greater_than, induction, facts, sva).")
+    n: int = param(8, help="Number of clean/corrupt pairs (one template and length).", ge=1)
+
+    def __post_init__(self) -> None:
+        _chain_post_init(self, TaskFields)
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a config from untyped values (CLI strings, YAML / JSON, HTTP bodies), in one place.
+
+def build_config(cls, data: dict, where: str = "config"):
+    """``cls(**data)`` with every value converted to its field's declared type; unknown
+    fields and values of the wrong type are errors naming the field (and a close match)."""
+    import difflib
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown fields {unknown} in {where}.{hint} Valid: {sorted(fields)}.")
+    values = {k: convert(v, hints[k], k) for k, v in data.items()}
+    return cls(**values)
+
+
+def convert(value, kind, name: str):
+    """One value converted to ``kind`` (str, int, float, bool, tuple[X, ...], optionals)."""
+    import typing
+
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(value, inner[0], name) if len(inner) == 1 else value
+    if origin in (tuple, list) or kind in (tuple, list):
+        item = next((a for a in args if a is not Ellipsis), str)
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(convert(v, item, name) for v in value)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+        raise ConfigError(f"{name} must be {what}, got {value!r}.") from None
+    return value

@@ -63,13 +63,53 @@ def scatter_compare(x: torch.Tensor, y: torch.Tensor, xlabel: str, ylabel: str, 
     return fig
 
 
-def lens_plot(probs: torch.Tensor, label: str, title: str):
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(range(len(probs)), probs.numpy(), marker="o", ms=3)
-    ax.set_xlabel("layer (resid_post)")
-    ax.set_ylabel(f"p({label})")
-    ax.set_ylim(0, 1)
+def lines_plot(x, series: dict, xlabel: str, ylabel: str, title: str, *, low=None, high=None,
+               logy: bool = False, hline: float | None = None, ylim=None):
+    """Series over one x axis; where ``low``/``high`` give a series' interval it gets error bars."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    low, high = low or {}, high or {}
+    for label, ys in series.items():
+        if label in low and label in high:
+            err = [[y - lo for y, lo in zip(ys, low[label])], [hi - y for y, hi in zip(ys, high[label])]]
+            ax.errorbar(x, ys, yerr=err, marker="o", ms=3, capsize=3, label=label)
+        else:
+            ax.plot(x, ys, marker="o", ms=3, label=label)
+    if hline is not None:
+        ax.axhline(hline, color="grey", linewidth=0.8)
+    if logy:
+        ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    if len(series) > 1 or low:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def bars_plot(labels, values, xlabel: str, title: str, *, low=None, high=None, null=None):
+    """One row per label: the value with its interval, and a cross at the null where given."""
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * n))
+    ys = list(range(n))
+    if low is not None and high is not None:
+        err = [[max(v - lo, 0.0) for v, lo in zip(values, low)], [max(hi - v, 0.0) for v, hi in zip(values, high)]]
+        ax.errorbar(values, ys, xerr=err, fmt="o", ms=4, capsize=3, label="score [95% CI]")
+    else:
+        ax.plot(values, ys, "o", ms=4, label="score")
+    if null is not None:
+        pts = [(v, y) for v, y in zip(null, ys) if v is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "x", color="grey", label="null")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

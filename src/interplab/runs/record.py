@@ -89,6 +89,11 @@ class RunRecord:
     def add_results(self, key: str, value) -> None:
         self._results[key] = value
 
+    def set_results(self, tree: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """The whole of results.json and results.safetensors (what the runner writes)."""
+        self._results = dict(tree)
+        self._tensors = dict(tensors)
+
     def save_figure(self, fig, name: str) -> str:
         """Save a matplotlib figure as figures/NAME.png; return the path relative to the run."""
         import matplotlib.pyplot as plt

@@ -35,7 +35,7 @@ class Report:
     def table(self, header: list[str], rows: list[list]) -> None:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows
+            "<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in r) + "</tr>" for r in rows
         )
         self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
 
@@ -47,7 +47,9 @@ class Report:
         )
 
 
-def _fmt(c) -> str:
+def fmt(c) -> str:
+    if c is None:
+        return "—"
     if isinstance(c, float):
         return f"{c:.3g}" if c != 0 and abs(c) < 1e-3 else f"{c:.3f}"
     return str(c)

@@ -1,0 +1,107 @@
+"""The analysis registry: every analysis registered once, at its definition.
+
+An entry is (name, config dataclass, function, result type). The function takes the config
+and a ``Context`` (the model, loaded once and only when asked for; the run directory for
+artifacts; whether to show progress) and returns an instance of the result type. The runner
+(``interplab.runs.runner``), the CLI, config files, the server and the UI all enumerate
+``ANALYSES`` and treat every entry the same way::
+
+    @register_analysis("heads", config=HeadsRunConfig, result=HeadScores,
+                       help="previous-token / duplicate / induction head scores")
+    def heads(cfg: HeadsRunConfig, ctx: Context) -> HeadScores:
+        return detect_heads(ctx.model, cfg)
+
+``ANALYSES`` is filled by importing the modules that define analyses. They are found by name:
+every module ``*_run.py`` under ``interplab`` (outside ``runs/``, which holds the runner) is
+imported by ``load_analyses()``, so adding an analysis means adding one such file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from interplab.core.registry import Registry
+
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What analyses need of a model (``runtime.HookedModel`` implements it; so can a wrapper
+    around any torch module)."""
+
+    tokenizer: Any
+    dims: Any
+    source: dict
+    device: Any
+
+    def run(self, inputs, interventions=(), **kw): ...
+
+    def run_with_cache(self, inputs, sites, **kw): ...
+
+    def gradients(self, inputs, metric, sites, **kw): ...
+
+    def generate(self, prompt, max_new_tokens, interventions=(), **kw): ...
+
+
+class Context(Protocol):
+    """What the runner hands an analysis function."""
+
+    @property
+    def model(self) -> Model: ...
+
+    dir: Path  # the run directory being written (artifacts such as probe/ go here)
+    progress: bool
+    log: logging.Logger
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    config: type
+    fn: Callable[[Any, Context], Any]
+    result: type
+    help: str
+    needs_model: bool = True
+    run_name: Callable[[Any], str] | None = None  # the run directory's name (default: the analysis name)
+
+    def __call__(self, config, ctx: Context):
+        return self.fn(config, ctx)
+
+
+ANALYSES: Registry[Analysis] = Registry("analysis")
+
+
+def register_analysis(name: str, *, config: type, result: type, help: str,
+                      needs_model: bool = True, run_name: Callable[[Any], str] | None = None) -> Callable:
+    """Register the decorated function as analysis ``name`` (CLI subcommand and config-file
+    name alike)."""
+
+    def decorate(fn: Callable) -> Callable:
+        ANALYSES.register(name)(Analysis(name, config, fn, result, help, needs_model, run_name))
+        fn.analysis_name = name
+        return fn
+
+    return decorate
+
+
+def analysis_modules() -> list[str]:
+    """Module names of the files that define analyses (``*_run.py``), found without importing."""
+    root = Path(__file__).resolve().parent.parent
+    names = []
+    for path in sorted(root.rglob("*_run.py")):
+        rel = path.relative_to(root).with_suffix("")
+        if rel.parts[0] != "runs":
+            names.append(".".join(("interplab", *rel.parts)))
+    return names
+
+
+def load_analyses() -> Registry[Analysis]:
+    """Import every module that registers analyses; return the filled registry."""
+    for module in analysis_modules():
+        importlib.import_module(module)
+    return ANALYSES

@@ -1,0 +1,173 @@
+"""The one runner: a registered analysis name and its config in, a run record and the result out.
+
+``run_analysis`` loads the model once (only if the analysis asks for it), opens the run record
+*before* the work starts (so ``started`` and the directory name are the start time), calls the
+analysis, writes the result (``results.json`` with the headline numbers, ``results.safetensors``
+with the tensors), renders its report and figures, closes the record atomically and tracks it
+(MLflow / W&B when ``INTERPLAB_TRACKING`` asks). ``run_config_file`` does the same from a YAML /
+JSON file naming ``analysis:`` and the fields; ``load_run`` reads a run record back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from interplab.core.analysis import ANALYSES, Analysis, load_analyses
+from interplab.core.blocks import Block
+from interplab.core.config import build_config
+from interplab.core.errors import ConfigError, InputError
+from interplab.core.result import decode, encode
+from interplab.runs.record import RunRecord
+
+log = logging.getLogger(__name__)
+
+# Names config files used before the registry gave each analysis one name.
+ALIASES = {"patching": "patch", "ioi_demo": "demo", "causal_tracing": "trace", "path_patching": "path-patch",
+           "attribution": "attribute", "train_sae": "train-sae", "eval_sae": "eval-sae"}
+
+
+class _Context:
+    """What an analysis function receives (``core.analysis.Context``)."""
+
+    def __init__(self, config, model, progress: bool, phase: Callable[[str], None]) -> None:
+        self._config, self._model = config, model
+        self.progress, self.dir, self.log = progress, Path("."), log
+        self._phase = phase
+
+    @property
+    def model(self):
+        if self._model is None:
+            from interplab.runtime.loading import load
+
+            cfg = self._config
+            self.phase(f"loading model {cfg.model}")
+            self._model = load(cfg.model, dtype=getattr(cfg, "dtype", "float32"), device=getattr(cfg, "device", "cpu"))
+        return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    def phase(self, text: str) -> None:
+        self._phase(text)
+
+
+@dataclass
+class RunOutcome:
+    analysis: str
+    path: Path
+    result: object
+    seconds: float
+
+    def terminal(self) -> list[Block]:
+        return self.result.terminal()
+
+
+def analysis(name: str) -> Analysis:
+    load_analyses()
+    return ANALYSES.get(ALIASES.get(name, name))
+
+
+def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
+                 phase: Callable[[str], None] | None = None, **fields) -> RunOutcome:
+    """Run analysis ``name`` with ``config`` (or the config built from ``fields``)."""
+    entry = analysis(name)
+    if config is None:
+        config = build_config(entry.config, fields, f"analysis {entry.name!r}")
+    elif not isinstance(config, entry.config):
+        raise ConfigError(f"Analysis {entry.name!r} takes a {entry.config.__name__}, got {type(config).__name__}.")
+    t0 = time.perf_counter()
+    say = phase or (lambda text: log.info("%s: %s", entry.name, text))
+    ctx = _Context(config, model, progress, say)
+    if entry.needs_model:
+        ctx.model  # noqa: B018 — load once, before the record opens, so a bad model name leaves nothing
+    run_name = entry.run_name(config) if entry.run_name else entry.name
+    with RunRecord(config.out, run_name, {"analysis": entry.name, **dataclasses.asdict(config)},
+                   ctx._model, getattr(config, "seed", None)) as run:
+        ctx.dir = run.path
+        say(f"running {entry.name}")
+        result = entry(config, ctx)
+        if not isinstance(result, entry.result):
+            raise TypeError(f"{entry.name} returned {type(result).__name__}, not {entry.result.__name__}")
+        say("writing the run record")
+        write_result(run, entry.name, result)
+        from interplab.runs.render import render_report
+
+        run.write_text("report.html", render_report(run, result.title(), result.blocks()))
+        run.model = ctx._model  # a model loaded during the run is named in provenance too
+    return RunOutcome(entry.name, run.final, result, time.perf_counter() - t0)
+
+
+def write_result(run: RunRecord, name: str, result) -> None:
+    tensors: dict = {}
+    tree = encode(result, tensors)
+    run.set_results({"analysis": name, "headline": _plain(result.headline()), **tree}, tensors)
+
+
+def _plain(data):
+    return json.loads(json.dumps(data, default=float))
+
+
+@dataclass
+class LoadedRun:
+    analysis: str
+    config: object
+    result: object
+    provenance: dict
+    path: Path
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Read a run record back: its config (validated again) and its result, exactly."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+        tree = json.loads((path / "results.json").read_text())
+        prov = json.loads((path / "provenance.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not a complete run record ({err}).") from None
+    name = config.pop("analysis", None) or tree.get("analysis")
+    entry = analysis(name)
+    tensors = load_file(path / "results.safetensors") if (path / "results.safetensors").exists() else {}
+    tree = {k: v for k, v in tree.items() if k not in ("analysis", "headline")}
+    return LoadedRun(entry.name, build_config(entry.config, config, str(path / "config.json")),
+                     decode(tree, tensors), prov, path)
+
+
+def config_from_file(path: str | Path):
+    """(analysis name, config) from a YAML / JSON file with an ``analysis:`` key."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML / JSON: {err}") from None
+    if not isinstance(data, dict) or "analysis" not in data:
+        raise ConfigError(f"{path} must be a mapping with an 'analysis' key, e.g. 'analysis: patch'.")
+    name = str(data.pop("analysis"))
+    load_analyses()
+    key = ALIASES.get(name, name)
+    if key not in ANALYSES:
+        import difflib
+
+        close = difflib.get_close_matches(key, ANALYSES.names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown analysis {name!r}.{hint} Valid: {', '.join(map(repr, ANALYSES.names()))}.")
+    entry = ANALYSES.get(key)
+    return entry.name, build_config(entry.config, data, str(path))
+
+
+def run_config_file(path: str | Path, **kw) -> Path:
+    name, config = config_from_file(path)
+    return run_analysis(name, config, **kw).path

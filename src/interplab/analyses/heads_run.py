@@ -51,7 +51,8 @@ class HeadsResult(HeadScores, Result):
 
 
 @register_analysis("heads", config=HeadsRunConfig, result=HeadsResult,
-                   help="previous-token / duplicate / induction head scores")
+                   help="previous-token / duplicate / induction head scores",
+                   example={"n_sequences": 4, "half_length": 4, "n_resamples": 50})
 def heads(cfg: HeadsRunConfig, ctx: Context) -> HeadsResult:
     scores = detect_heads(ctx.model, cfg)
     return HeadsResult(**vars(scores), model_name=ctx.model.source.get("name", ""))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,6 +68,9 @@ class Analysis:
     help: str
     needs_model: bool = True
     run_name: Callable[[Any], str] | None = None  # the run directory's name (default: the analysis name)
+    # Fields for a small run on a tiny model (the conformance test runs every analysis with
+    # them); "{corpus}", "{store}", "{dictionary}" and "{tmp}" are filled in by the test.
+    example: dict = field(default_factory=dict)
 
     def __call__(self, config, ctx: Context):
         return self.fn(config, ctx)
@@ -76,13 +79,13 @@ class Analysis:
 ANALYSES: Registry[Analysis] = Registry("analysis")
 
 
-def register_analysis(name: str, *, config: type, result: type, help: str,
-                      needs_model: bool = True, run_name: Callable[[Any], str] | None = None) -> Callable:
+def register_analysis(name: str, *, config: type, result: type, help: str, needs_model: bool = True,
+                      run_name: Callable[[Any], str] | None = None, example: dict | None = None) -> Callable:
     """Register the decorated function as analysis ``name`` (CLI subcommand and config-file
     name alike)."""
 
     def decorate(fn: Callable) -> Callable:
-        ANALYSES.register(name)(Analysis(name, config, fn, result, help, needs_model, run_name))
+        ANALYSES.register(name)(Analysis(name, config, fn, result, help, needs_model, run_name, dict(example or {})))
         fn.analysis_name = name
         return fn
 

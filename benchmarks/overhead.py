@@ -248,14 +248,14 @@ def micro_costs(model, ids, sites, reps: int = 200) -> dict:
             cache = ActivationCache()
             handles = []
             for s in sites:
-                handles += model._attach_site(s, model._cache_fn(s, cache, None, None, None),
+                handles += model.attach_site(s, model.cache_hook(s, cache, None, None, None),
                                               dispatch.CACHE, False)
             for h in handles:
                 h.remove()
 
         act = torch.randn(ids.shape[0], ids.shape[1], model.dims.d_model)
         cache = ActivationCache()
-        fns = [model._cache_fn(s, cache, None, None, None) for s in sites]
+        fns = [model.cache_hook(s, cache, None, None, None) for s in sites]
         return {
             "to_batch_ms": best(lambda: model.to_batch(ids)),
             "to_batch_plus_empty_attached_ms": best(attached_empty),

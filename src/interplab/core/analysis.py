@@ -23,29 +23,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
+from interplab.core.model import Model
 from interplab.core.registry import Registry
 
+__all__ = ["ANALYSES", "Analysis", "Context", "Model", "analysis_modules", "load_analyses", "register_analysis"]
 
-
-@runtime_checkable
-class Model(Protocol):
-    """What analyses need of a model (``runtime.HookedModel`` implements it; so can a wrapper
-    around any torch module)."""
-
-    tokenizer: Any
-    dims: Any
-    source: dict
-    device: Any
-
-    def run(self, inputs, interventions=(), **kw): ...
-
-    def run_with_cache(self, inputs, sites, **kw): ...
-
-    def gradients(self, inputs, metric, sites, **kw): ...
-
-    def generate(self, prompt, max_new_tokens, interventions=(), **kw): ...
 
 
 class Context(Protocol):

@@ -51,8 +51,9 @@ class _Context:
         return self._model
 
     @property
-    def model_loaded(self) -> bool:
-        return self._model is not None
+    def loaded_model(self):
+        """The model if it has been loaded (None otherwise)."""
+        return self._model
 
     def phase(self, text: str) -> None:
         self._phase(text)
@@ -87,7 +88,7 @@ def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
     ctx = _Context(config, model, progress, say)
     run_name = entry.run_name(config) if entry.run_name else entry.name
     with RunRecord(config.out, run_name, {"analysis": entry.name, **dataclasses.asdict(config)},
-                   ctx._model, getattr(config, "seed", None)) as run:
+                   ctx.loaded_model, getattr(config, "seed", None)) as run:
         ctx.dir = run.path
         say(f"running {entry.name}")
         result = entry(config, ctx)
@@ -98,7 +99,7 @@ def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
         from interplab.runs.render import render_report
 
         run.write_text("report.html", render_report(run, result.title(), result.blocks()))
-        run.model = ctx._model  # a model loaded during the run is named in provenance too
+        run.model = ctx.loaded_model  # a model loaded during the run is named in provenance too
     return RunOutcome(entry.name, run.final, result, time.perf_counter() - t0)
 
 

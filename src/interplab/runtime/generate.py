@@ -68,14 +68,14 @@ def generate(model, inputs, max_new_tokens: int = 20, interventions=(), *, do_sa
             full = batch_from_ids(ids, mask)
             if use_kv_cache and step > 0:
                 ctx = ForwardContext(full.positions[:, -1:], lengths, "decode")
-                out = model._call(
+                out = model.call_hf(
                     ctx, input_ids=ids[:, -1:], attention_mask=mask,
                     position_ids=full.positions[:, -1:].clamp(min=0),
                     past_key_values=cache, use_cache=True,
                 )
             else:
                 ctx = ForwardContext(full.positions, lengths, "prefill" if step == 0 else "full")
-                out = model._call(
+                out = model.call_hf(
                     ctx, input_ids=ids, attention_mask=mask,
                     position_ids=full.positions.clamp(min=0), use_cache=use_kv_cache,
                 )

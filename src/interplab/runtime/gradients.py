@@ -48,10 +48,10 @@ def gradients(model, inputs, metric, sites, interventions=()) -> GradientResult:
             whole = Site(site.layer, site.kind)
             if whole not in taps:
                 taps[whole] = {"sites": [], "axis": model.adapter.point(whole).head_axis}
-                handles += model._attach_site(whole, tap(whole), dispatch.GRAD, True)
+                handles += model.attach_site(whole, tap(whole), dispatch.GRAD, True)
             taps[whole]["sites"].append(site)
         with model.attached(interventions, batch=batch), torch.enable_grad():
-            logits = model._forward(batch)
+            logits = model.forward_logits(batch)
             value = metric(logits, batch)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise InputError(

@@ -74,7 +74,7 @@ class HookedModel:
         """Logits [batch, pos, d_vocab] with the given interventions applied."""
         batch = self.to_batch(inputs)
         with self.attached(interventions, batch=batch), torch.no_grad():
-            return self._forward(batch)
+            return self.forward_logits(batch)
 
     def run_with_cache(self, inputs, sites, interventions: Iterable = (), *,
                        positions: Sequence[int] | None = None, dtype: torch.dtype | None = None,
@@ -99,10 +99,10 @@ class HookedModel:
         handles = []
         try:
             for site in sites:
-                fn = self._cache_fn(site, cache, pos, dtype, device)
+                fn = self.cache_hook(site, cache, pos, dtype, device)
                 if stop_after_last_site:
                     fn = _stop_when_complete(fn, cache, len(set(sites)))
-                handles += self._attach_site(site, fn, dispatch.CACHE, False)
+                handles += self.attach_site(site, fn, dispatch.CACHE, False)
             try:
                 logits = self.run(batch, interventions)
             except _StopForward:
@@ -148,7 +148,7 @@ class HookedModel:
         outer = batch is None
         try:
             for hook, site in prepared:
-                handles += self._attach_site(
+                handles += self.attach_site(
                     site, self._hook_fn(hook), dispatch.INTERVENE, getattr(hook, "writes", True)
                 )
             if outer:
@@ -203,7 +203,11 @@ class HookedModel:
             )
 
     # -- entries on hook points --------------------------------------------------------------
-    def _attach_site(self, site: Site, fn, priority: int, writes: bool) -> list:
+    # -- the small public interface the runtime's other modules (gradients, generate, prefix
+    # reuse) build on: attach one hook at a site, make a cache hook, run one HF forward. -------
+    def attach_site(self, site: Site, fn, priority: int, writes: bool) -> list:
+        """Attach ``fn(act) -> act | None`` at ``site`` for the current call; returns the torch
+        handles to remove (in ``finally``)."""
         point = self.adapter.point(site)
         if site.kind == SiteKind.PATTERN:
             self._check_pattern_available(site)
@@ -261,7 +265,8 @@ class HookedModel:
             return hook(act, self._ctx)
         return fn
 
-    def _cache_fn(self, site, cache: ActivationCache, pos, dtype, device):
+    def cache_hook(self, site, cache: ActivationCache, pos, dtype, device):
+        """A hook function that stores ``site``'s activation (at ``pos``) into ``cache``."""
         def fn(act):
             act = act.detach()
             if pos is not None:
@@ -284,13 +289,14 @@ class HookedModel:
         return moved[rows, seq_idx].movedim(1, axis)
 
     # -- the forward itself ------------------------------------------------------------------
-    def _forward(self, batch: Batch) -> torch.Tensor:
+    def forward_logits(self, batch: Batch) -> torch.Tensor:
+        """The logits of one full forward over ``batch`` with whatever hooks are attached."""
         ctx = ForwardContext(batch.positions, batch.lengths, "full")
         # No use_cache override: HF's default (config.use_cache) changes the key/value layout
         # the attention matmuls see, so forcing it off would break bit-identity with m(ids).
-        return self._call(ctx, **batch.hf_kwargs()).logits
+        return self.call_hf(ctx, **batch.hf_kwargs()).logits
 
-    def _call(self, ctx: ForwardContext, **hf_kwargs):
+    def call_hf(self, ctx: ForwardContext, **hf_kwargs):
         """One HF forward with ``ctx`` visible to every hook; per-forward state is cleared."""
         self._ctx = ctx
         self._mid.clear()

@@ -39,13 +39,13 @@ def base_states(model, batch: Batch, sites=()) -> tuple[list, ActivationCache]:
     ctx = ForwardContext(batch.positions, batch.lengths, "full")
     try:
         for site in sites:
-            handles += model._attach_site(site, model._cache_fn(site, cache, None, None, None),
+            handles += model.attach_site(site, model.cache_hook(site, cache, None, None, None),
                                           dispatch.CACHE, False)
         with torch.no_grad():
             # A config-less DynamicCache keeps every key of every layer; with the config,
             # sliding-window layers would keep only the last `sliding_window` keys, and slicing
             # the prefix out of those picks the wrong tokens.
-            out = model._call(ctx, input_ids=batch.input_ids, past_key_values=DynamicCache(),
+            out = model.call_hf(ctx, input_ids=batch.input_ids, past_key_values=DynamicCache(),
                               use_cache=True, logits_to_keep=1)
     finally:
         for h in handles:
@@ -100,4 +100,4 @@ def run_suffix(model, batch: Batch, start: int, kv, rows: torch.Tensor, interven
     ctx = ForwardContext(sub.positions[:, start:], sub.lengths, "full" if start == 0 else "decode")
     skip = _tail(model, start_layer) if start_layer > 0 else contextlib.nullcontext()
     with model.attached(interventions, batch=sub), torch.no_grad(), skip:
-        return model._call(ctx, **kwargs).logits
+        return model.call_hf(ctx, **kwargs).logits

@@ -1,7 +1,10 @@
 """One conformance test over the analysis registry: every registered analysis runs with its
 declared ``example`` fields on a tiny random model, writes a complete run record (headline
 numbers in results.json, started < ended, a non-empty figures/), and reads back equal; every
-analysis is a CLI subcommand of the same name whose ``--help`` works, and vice versa."""
+analysis is a CLI subcommand of the same name whose ``--help`` works, and vice versa.
+
+The tiny model is a random 2-layer Llama with the default model's tokenizer (offline, from the
+installed GGUF), so every task's answers are single tokens as they are on a real model."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from interplab.core.analysis import load_analyses
 from interplab.core.result import equal
 from interplab.runs.runner import load_run, run_analysis
 
-from .test_harvest import save_tiny, write_corpus
+from .test_harvest import write_corpus
 
 REGISTRY = load_analyses()
 
@@ -23,7 +26,7 @@ REGISTRY = load_analyses()
 def world(tmp_path_factory):
     """A tiny model, a corpus, an activation store and a trained dictionary."""
     root = tmp_path_factory.mktemp("conformance")
-    model = save_tiny(root / "model")
+    model = _tiny_with_real_tokenizer(root / "model")
     corpus = write_corpus(root / "docs.txt", n_docs=120)
     assert main(["harvest", "--model", model, "--corpus", corpus, "--sites", "L1.resid_post",
                  "--n-tokens", "600", "--ctx-len", "16", "--shard-tokens", "300", "--dtype", "float32",
@@ -33,6 +36,27 @@ def world(tmp_path_factory):
     (dictionary,) = (root / "sae" / "dictionaries").glob("L1.resid_post.*")
     return {"model": model, "{corpus}": corpus, "{store}": str(root / "store"),
             "{dictionary}": str(dictionary), "{tmp}": str(root / "tmp"), "root": root}
+
+
+def _tiny_with_real_tokenizer(directory) -> str:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from interplab.core.errors import MissingDependencyError, ModelNotFoundError
+    from interplab.models.loading import convert_gguf, resolve
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(convert_gguf(resolve("smollm2-135m")[1])))
+    except (ModelNotFoundError, MissingDependencyError) as err:  # `make test` installs it
+        pytest.fail(f"the default model's tokenizer is needed here: {err}")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return str(directory)
 
 
 def _fill(value, world):
@@ -48,7 +72,7 @@ def test_every_analysis_writes_a_record_that_reads_back_equal(name, world, capsy
     fields = {"out": str(world["root"] / "runs" / name), **{k: _fill(v, world) for k, v in entry.example.items()}}
     if "model" in {f for f in entry.config.__dataclass_fields__}:
         fields.setdefault("model", world["model"])
-    outcome = run_analysis(name, progress=False, **fields)
+    outcome = run_analysis(name, outcome_config(name, fields), progress=False)
     path = outcome.path
     assert path.is_dir() and not path.name.startswith(".")
     results = json.loads((path / "results.json").read_text())

@@ -5,7 +5,8 @@ the fields (``interplab.cli.args``), the declared ranges and choices are checked
 (``check_fields``, run by every config composed with ``RunFields``), cross-field checks live in
 ``__post_init__``, and nothing mutates a config after construction.
 
-Run configs are *composed*, not copied: ``RunFields`` (model, seed, out, device, dtype) and
+Run configs are *composed*, not copied: ``RunFields`` (model, seed, out, device, dtype; or
+``RecordFields``, just seed and out, for analyses without a model) and
 ``TaskFields`` (task, n) are declared once and mixed into each registered analysis's config
 together with the library config of the technique (e.g. ``PatchingConfig``), so a default
 lives in exactly one place.
@@ -58,17 +59,26 @@ def _chain_post_init(self, cls) -> None:
 
 
 @dataclass(frozen=True)
-class RunFields:
-    """The fields every run shares (composed into each registered analysis's config)."""
+class RecordFields:
+    """The fields of every run record: where it goes and the seed of everything random."""
 
-    model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
     seed: int = param(0, help="Seed of the data, noise, splits and statistics.")
     out: str = param("runs", help="Directory under which the run record is written.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        _chain_post_init(self, RecordFields)
+
+
+@dataclass(frozen=True)
+class RunFields(RecordFields):
+    """The fields every run on a model shares (composed into each registered analysis's config)."""
+
+    model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
     device: str = param("cpu", help="Device the model runs on: cpu, cuda or cuda:N.")
     dtype: str = param("float32", help="Model dtype.", choices=("float32", "bfloat16", "float16"))
 
     def __post_init__(self) -> None:
-        check_fields(self)
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use cpu, cuda or cuda:N.")
         _chain_post_init(self, RunFields)

@@ -77,7 +77,11 @@ def analysis(name: str) -> Analysis:
 
 def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
                  phase: Callable[[str], None] | None = None, **fields) -> RunOutcome:
-    """Run analysis ``name`` with ``config`` (or the config built from ``fields``)."""
+    """Run analysis ``name`` with ``config`` (or the config built from ``fields``).
+
+    ``model`` is an already loaded model to use (a string is taken as the ``model`` field)."""
+    if isinstance(model, str):
+        fields["model"], model = model, None
     entry = analysis(name)
     if config is None:
         config = build_config(entry.config, fields, f"analysis {entry.name!r}")

@@ -1,4 +1,4 @@
-"""Circuit discovery against the planted induction circuit (benchmarks.planted), whose
+"""Circuit discovery against the planted induction circuit (groundtruth.planted), whose
 edges are known exactly: embed -> L0.h1 (q, k: positions; v: token), L0.h1 -> L1.h1.k,
 embed -> L1.h1 (q, v), L1.h1 -> logits, among 3 distractor heads per layer.
 
@@ -30,7 +30,7 @@ from interplab.analyses.circuits import (
     faithfulness,
     node_auroc,
 )
-from interplab.benchmarks.planted import induction_model, induction_task
+from interplab.groundtruth.planted import induction_model, induction_task
 from interplab.models.toy import ToyForCausalLM
 from interplab.runtime import HookedModel
 

@@ -11,12 +11,12 @@ import torch
 
 from interplab.activations.source import TensorSource
 from interplab.analyses.probes import ProbeConfig, fit_probe
-from interplab.benchmarks.scoring import feature_recovery, null_control, probe_recovery
-from interplab.benchmarks.superposition import ToyConfig, hidden_activations, train_toy_model
-from interplab.benchmarks.synthetic import SyntheticFeatures, make_features, planted_concept
 from interplab.dictionary import DictionaryConfig
 from interplab.dictionary.train_config import TrainConfig
 from interplab.dictionary.trainer import train
+from interplab.groundtruth.scoring import feature_recovery, null_control, probe_recovery
+from interplab.groundtruth.superposition import ToyConfig, hidden_activations, train_toy_model
+from interplab.groundtruth.synthetic import SyntheticFeatures, make_features, planted_concept
 
 log = logging.getLogger(__name__)
 

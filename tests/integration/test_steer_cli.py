@@ -8,9 +8,9 @@ import json
 
 import torch
 
+from interplab.analyses.generate_run import GenerateConfig, generate_run
 from interplab.analyses.steering import SteeringVector
 from interplab.cli.main import main
-from interplab.runs.steer_runs import GenerateConfig, generate_run
 
 from .test_harvest import save_tiny
 

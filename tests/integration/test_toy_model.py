@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import interplab
-from interplab.benchmarks.planted import induction_model, reproduce_domain, successor_model
 from interplab.core.errors import ConfigError, SiteError, UnsupportedArchitectureError
+from interplab.groundtruth.planted import induction_model, reproduce_domain, successor_model
 from interplab.interventions import Ablate, Apply
 from interplab.models.toy import ToyConfig, ToyForCausalLM
 from interplab.runtime import HookedModel

@@ -19,16 +19,16 @@ import pytest
 import torch
 
 import interplab
-from interplab.benchmarks.tracr_compile import (
+from interplab.core.errors import InputError
+from interplab.groundtruth.tracr_compile import (
     PROGRAMS,
     UnsupportedProgramError,
     compile_program,
     compile_rasp,
     import_tracr,
 )
-from interplab.benchmarks.tracr_convert import convert
-from interplab.benchmarks.truth import parse_node
-from interplab.core.errors import InputError
+from interplab.groundtruth.tracr_convert import convert
+from interplab.groundtruth.truth import parse_node
 from interplab.models.toy import ToyConfig, ToyForCausalLM
 from interplab.runtime import HookedModel
 

@@ -1,4 +1,4 @@
-"""The modular-addition transformer trained here (``benchmarks.trained_modadd``, shipped
+"""The modular-addition transformer trained here (``groundtruth.trained_modadd``, shipped
 weights): it generalises, and its embedding shows the known part of the mechanism (Nanda et al.
 2023) — concentrated on a few Fourier frequencies that are necessary (removing the top three
 drops it to chance) and carry most of the accuracy (keeping seven keeps most of it), unlike a
@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interplab.benchmarks.trained import Trained
-from interplab.benchmarks.trained_modadd import (
+from interplab.core.errors import ConfigError
+from interplab.groundtruth.trained import Trained
+from interplab.groundtruth.trained_modadd import (
     ModularAdditionConfig,
     _model,
     fourier_ablation_accuracy,
@@ -20,7 +21,6 @@ from interplab.benchmarks.trained_modadd import (
     pretrained_modular_addition,
     train_modular_addition,
 )
-from interplab.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_errors():
         ModularAdditionConfig(p=15)
     with pytest.raises(ConfigError, match="no modulus p"):
         fourier_key_frequencies(Trained(_model(ModularAdditionConfig()), None, 0.0, {}), 3)
-    from interplab.benchmarks.trained import TrainingError
+    from interplab.groundtruth.trained import TrainingError
 
     with pytest.raises(TrainingError, match="held-out accuracy .* after 2 steps"):
         train_modular_addition(ModularAdditionConfig(steps=2))

@@ -1,4 +1,4 @@
-"""A model trained here on an algorithmic task (``benchmarks.trained``): induction on random
+"""A model trained here on an algorithmic task (``groundtruth.trained``): induction on random
 tokens reaches its accuracy bar, and its measured truth (minimal breaking sets of heads) is
 confirmed by ablation and by the head detectors."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interplab.benchmarks.trained import InductionTrainConfig, train_induction_model
 from interplab.core.errors import ConfigError
+from interplab.groundtruth.trained import InductionTrainConfig, train_induction_model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_induction_ablation_breaks_only_with_the_truth(induction):
         assert info["joint_ablation"][layer] < info["break_line"]  # the truth heads carry the task
         assert info["others_ablated"][layer] > info["clean_accuracy"] - 0.1  # the rest barely matter
     # With every L1 head off nothing copies: accuracy at chance, on fresh sequences.
-    from interplab.benchmarks.trained import induction_batch, masked_next_token_accuracy
+    from interplab.groundtruth.trained import induction_batch, masked_next_token_accuracy
     from interplab.interventions import Ablate
     from interplab.runtime import HookedModel
 

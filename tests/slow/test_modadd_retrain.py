@@ -4,7 +4,7 @@ the same bar: the shipped weights are what ``train_modular_addition`` produces h
 import pytest
 import torch
 
-from interplab.benchmarks.trained_modadd import (
+from interplab.groundtruth.trained_modadd import (
     ModularAdditionConfig,
     fourier_key_frequencies,
     train_modular_addition,

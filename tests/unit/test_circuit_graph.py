@@ -16,8 +16,8 @@ from interplab.analyses.circuits import (
     node_auroc,
 )
 from interplab.analyses.circuits.faithfulness import log_sizes
-from interplab.benchmarks.truth import Truth
 from interplab.core.errors import ConfigError, InputError
+from interplab.groundtruth.truth import Truth
 
 
 def _n_edges(n_layers, n_heads, mlp, parallel=False):

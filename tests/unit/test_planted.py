@@ -9,7 +9,10 @@ import re
 import pytest
 import torch
 
-from interplab.benchmarks.planted import (
+from interplab.core.dims import ModelDims
+from interplab.core.errors import ConfigError, SiteError
+from interplab.core.sites import Site, SiteKind
+from interplab.groundtruth.planted import (
     induction_domain,
     induction_model,
     induction_program,
@@ -19,10 +22,7 @@ from interplab.benchmarks.planted import (
     successor_model,
     successor_program,
 )
-from interplab.benchmarks.truth import Truth, node_site
-from interplab.core.dims import ModelDims
-from interplab.core.errors import ConfigError, SiteError
-from interplab.core.sites import Site, SiteKind
+from interplab.groundtruth.truth import Truth, node_site
 
 
 @pytest.fixture(autouse=True)

@@ -6,10 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from interplab.analyses.patching_run import PatchRunConfig
 from interplab.core.errors import ConfigError
-from interplab.runs.experiments import PatchRunConfig, run_config_file
 from interplab.runs.record import RunRecord, list_runs
 from interplab.runs.report import Report
+from interplab.runs.runner import run_config_file
 
 
 def test_a_finished_run_has_every_file(tmp_path):
@@ -50,10 +51,10 @@ def test_config_files_are_validated_before_work(tmp_path):
     with pytest.raises(ConfigError, match="Unknown sweep 'resid'"):
         run_config_file(bad)
     bad.write_text("analysis: tracing\n")
-    with pytest.raises(ConfigError, match="Unknown analysis 'tracing'. Valid: 'patching', 'ioi_demo'"):
+    with pytest.raises(ConfigError, match="Unknown analysis 'tracing'. Did you mean 'trace'?"):
         run_config_file(bad)
-    bad.write_text("analysis: patching\nlayers: 3\n")
-    with pytest.raises(ConfigError, match="Unknown fields \\['layers'\\]"):
+    bad.write_text("analysis: patching\nlayer_count: 3\n")
+    with pytest.raises(ConfigError, match="Unknown fields \\['layer_count'\\]"):
         run_config_file(bad)
     with pytest.raises(ConfigError, match="Unknown metric"):
         PatchRunConfig(metric="accuracy")

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from interplab.benchmarks.scoring import (
+from interplab.core.errors import InputError
+from interplab.dictionary import DICTIONARIES, DictionaryConfig
+from interplab.groundtruth.scoring import (
     auroc,
     bootstrap_score,
     correlation_matrix,
@@ -20,8 +22,6 @@ from interplab.benchmarks.scoring import (
     probe_recovery,
     random_dictionary,
 )
-from interplab.core.errors import InputError
-from interplab.dictionary import DICTIONARIES, DictionaryConfig
 
 
 def test_mean_max_cosine_by_hand():

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interplab.benchmarks.superposition import ToyConfig, hidden_activations, train_toy_model
-from interplab.benchmarks.synthetic import (
+from interplab.core.errors import ConfigError, InputError
+from interplab.groundtruth.superposition import ToyConfig, hidden_activations, train_toy_model
+from interplab.groundtruth.synthetic import (
     SyntheticFeatures,
     make_features,
     planted_concept,
 )
-from interplab.core.errors import ConfigError, InputError
 
 
 @pytest.fixture(autouse=True)

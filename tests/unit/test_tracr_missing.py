@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from interplab.benchmarks import tracr_compile
 from interplab.core.errors import InterplabError, MissingDependencyError
+from interplab.groundtruth import tracr_compile
 
 
 @pytest.fixture

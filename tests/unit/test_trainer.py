@@ -111,4 +111,4 @@ def test_errors_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
     train(source(), [sae()], cfg(tmp_path, steps=2), progress=False)
     with pytest.raises(ConfigError, match="already holds a training run.*resume=True"):
-        train(source(), [sae()], cfg(tmp_path, steps=2), progress=False)
+        train(source(), [sae()], cfg(tmp_path, steps=2, resume=False), progress=False)

@@ -28,7 +28,6 @@ import errno
 import hashlib
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -126,12 +125,14 @@ def check_resumable(out: Path, header: dict) -> None:
 
 
 def _prepare(out: Path, cfg: HarvestConfig, header: dict) -> None:
-    if out.exists() and any(out.iterdir()):
+    # Hidden entries are temps (a shard being written, a run record being written: the CLI
+    # keeps its run records inside the store directory), so they do not make it "used".
+    if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         if not (out / st.MANIFEST).is_file():
             raise st.StoreError(f"{out} exists and is not an activation store (no {st.MANIFEST}); refusing to write into it.")
         if cfg.overwrite:
             log.info("Overwriting the store at %s", out)
-            shutil.rmtree(out)
+            st.remove_store(out)
         elif cfg.resume:
             check_resumable(out, header)
         else:

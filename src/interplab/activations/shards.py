@@ -10,6 +10,8 @@ Layout::
         tokens.safetensors       "input_ids" [n_contexts, ctx_len] int64 (whole contexts)
         L3.resid_post.safetensors  "acts" [n_tokens, width] in the stored dtype
       shard-00001/ ...
+      harvest-<time>/            run records of the `interplab harvest` runs that wrote it
+                                 (the format ignores them; overwriting the store keeps them)
 
 Shard ``i`` always holds contexts ``[i * contexts_per_shard, (i + 1) * contexts_per_shard)`` of
 the deterministic packed corpus, and rows in (context, position) order; the last shard is cut
@@ -119,6 +121,15 @@ def remove_temps(root: Path) -> None:
     """Remove temp shard directories a killed process left behind."""
     for tmp in Path(root).glob(".tmp-shard-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_store(root: Path) -> None:
+    """Remove a store's own files (manifest, shards, temp shards); anything else in the
+    directory, such as the run records of the harvests that wrote it, stays."""
+    root = Path(root)
+    (root / MANIFEST).unlink(missing_ok=True)
+    for path in [*root.glob("shard-*"), *root.glob(".tmp-shard-*")]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def content_hash(shards: Sequence[dict]) -> str:

@@ -10,7 +10,8 @@
   matrices"): direction = Σ⁻¹(μ1 − μ0), equal priors.
 
 Every method returns ``(weight, bias)`` in raw activation coordinates with ``x·w + b > 0``
-meaning label 1. AUROC is the Mann–Whitney U statistic divided by n1·n0 (ties count one half).
+meaning label 1. AUROC is the Mann–Whitney U statistic divided by n1·n0 (ties count one half),
+computed by ``stats.auroc``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import random
 import torch
 
 from interplab.core.errors import InputError
-from interplab.stats.bootstrap import CI, resample_indices
+from interplab.stats.auroc import auroc as stats_auroc
+from interplab.stats.auroc import auroc_ci as stats_auroc_ci
+from interplab.stats.bootstrap import CI
 
 SPLITS = ("train", "val", "test")
 
@@ -129,52 +132,16 @@ FITTERS = {"logistic": fit_logistic, "diff_means": fit_diff_means, "lda": fit_ld
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Exact area under the ROC curve: the Mann–Whitney U of the label-1 scores over n1·n0,
-    from average ranks (ties count one half). ``nan`` when a class is absent."""
-    s = scores.double().flatten()
-    y = labels.flatten().bool()
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    order = s.argsort()
-    sorted_s = s[order]
-    ranks = torch.empty_like(s)
-    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
-    # Average the ranks of tied scores.
-    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True,
-                                                  return_counts=True)
-    ends = counts.cumsum(0).double()
-    avg = ends - (counts.double() - 1) / 2
-    ranks[order] = avg[inverse]
-    u = ranks[y].sum() - n1 * (n1 + 1) / 2
-    return float(u / (n1 * n0))
+    """Exact AUROC (``stats.auroc``); ``nan`` when a class is absent (e.g. a tiny split)."""
+    return stats_auroc(scores, labels, nan_if_one_class=True)
 
 
 def auroc_ci(scores: torch.Tensor, labels: torch.Tensor, n_resamples: int, confidence: float,
              seed: int) -> CI:
-    """Percentile bootstrap CI of AUROC over items, exact for every resample.
-
-    A resample weights item i by its count c_i, so its AUROC is Σ c_i c_j K_ij / (Σc_i Σc_j)
-    over label-1 items i and label-0 items j with K_ij = [s_i > s_j] + ½[s_i = s_j]; resamples
-    missing a class are dropped.
-    """
-    s = scores.double().flatten()
-    y = labels.flatten().bool()
-    est = auroc(s, y)
-    n = len(s)
-    if math.isnan(est):
+    """Percentile bootstrap CI of AUROC over items, exact for every resample
+    (``stats.auroc_ci``); all ``nan`` when a class is absent."""
+    y = torch.as_tensor(labels).flatten().bool()
+    if int(y.sum()) in (0, y.numel()):
         nan = torch.tensor(float("nan"), dtype=torch.float64)
-        return CI(nan, nan, nan, confidence, "percentile", n)
-    s1, s0 = s[y], s[~y]
-    k = (s1[:, None] > s0[None]).double() + 0.5 * (s1[:, None] == s0[None]).double()
-    idx = resample_indices(n, n_resamples, seed)
-    counts = torch.zeros(n_resamples, n, dtype=torch.float64)
-    counts.scatter_add_(1, idx, torch.ones_like(counts))
-    c1, c0 = counts[:, y], counts[:, ~y]
-    den = c1.sum(1) * c0.sum(1)
-    num = torch.einsum("bi,ij,bj->b", c1, k, c0)
-    reps = (num / den)[den > 0]
-    alpha = (1 - confidence) / 2
-    q = torch.quantile(reps, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    t = torch.tensor
-    return CI(t(est, dtype=torch.float64), q[0], q[1], confidence, "percentile", n)
+        return CI(nan, nan, nan, confidence, "percentile", y.numel())
+    return stats_auroc_ci(scores, labels, n_resamples, confidence, seed)

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from interplab.analyses.steering import SteeringVector, site_order
 from interplab.analyses.steering_apply import steer_interventions
@@ -91,9 +92,10 @@ class SteeringEval:
 
 
 def evaluate_steering(model, vector: SteeringVector, prompts, cfg: SteeringEvalConfig,
-                      probe=None, neutral: torch.Tensor | None = None) -> SteeringEval:
+                      probe=None, neutral: torch.Tensor | None = None, progress: bool = False) -> SteeringEval:
     """Sweep ``cfg.scales``; see the module docstring. ``neutral`` overrides the corpus with
-    token ids ``[n, ctx]`` (e.g. for a model without a tokenizer)."""
+    token ids ``[n, ctx]`` (e.g. for a model without a tokenizer). ``progress`` shows a bar
+    over the sweep's steps (measure, side effects and generations at each scale)."""
     prompts = _prompt_list(prompts)
     if _n_prompts(prompts) < 2:
         raise InputError("evaluate_steering needs at least 2 prompts for a CI; got "
@@ -104,21 +106,24 @@ def evaluate_steering(model, vector: SteeringVector, prompts, cfg: SteeringEvalC
     neutral = _neutral(model, cfg, neutral)
     scales = [float(s) for s in cfg.scales]
 
-    scores = []
-    for s in scales:  # one batched forward per scale
-        ivs = steer_interventions(vector, s, positions=cfg.positions)
-        scores.append(measure(prompts, ivs))
-        log.info("steering scale %g: mean target %.4f", s, float(scores[-1].mean()))
+    generating = cfg.max_new_tokens > 0 and min(cfg.n_samples, _n_prompts(prompts)) > 0
+    steps = len(scales) * (1 + (neutral is not None) + generating)
+    with tqdm(total=steps, desc="scale sweep", unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        scores = []
+        for s in scales:  # one batched forward per scale
+            ivs = steer_interventions(vector, s, positions=cfg.positions)
+            scores.append(measure(prompts, ivs))
+            bar.update()
+            log.info("steering scale %g: mean target %.4f", s, float(scores[-1].mean()))
+        kl = ppl = None
+        if neutral is not None:
+            kl, ppl = _side_effects(model, vector, neutral, scales, cfg, bar.update)
+        lengths, samples = _generations(model, vector, prompts, scales, cfg, bar.update)
     scores_t = torch.stack(scores, 1).double()
     scale_t = torch.tensor(scales, dtype=torch.float64)
     slopes = least_squares_slope(scale_t, scores_t)
     boot = dict(n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
     wrong = (slopes * cfg.expected_sign < 0).double()
-
-    kl = ppl = None
-    if neutral is not None:
-        kl, ppl = _side_effects(model, vector, neutral, scales, cfg)
-    lengths, samples = _generations(model, vector, prompts, scales, cfg)
     return SteeringEval(
         config=cfg, scales=scale_t, scores=scores_t,
         mean_score=bootstrap_ci(scores_t, **boot),
@@ -243,7 +248,7 @@ def _neutral(model, cfg: SteeringEvalConfig, neutral):
 
 
 # -- side effects -----------------------------------------------------------------------------
-def _side_effects(model, vector, neutral, scales, cfg):
+def _side_effects(model, vector, neutral, scales, cfg, tick=lambda: None):
     base = torch.log_softmax(model.run(neutral).double(), -1)
     kls, ppls = [], []
     for s in scales:
@@ -256,10 +261,11 @@ def _side_effects(model, vector, neutral, scales, cfg):
         kls.append(kl.mean())
         nll = -logp[:, :-1].gather(-1, neutral[:, 1:, None].to(logp.device)).squeeze(-1)
         ppls.append(nll.mean().exp())
+        tick()
     return torch.stack(kls).cpu(), torch.stack(ppls).cpu()
 
 
-def _generations(model, vector, prompts, scales, cfg):
+def _generations(model, vector, prompts, scales, cfg, tick=lambda: None):
     n = min(cfg.n_samples, _n_prompts(prompts))
     if cfg.max_new_tokens == 0 or n == 0:
         return None, None
@@ -272,6 +278,7 @@ def _generations(model, vector, prompts, scales, cfg):
         lengths.append(_until_eos(out.new_tokens, eos))
         if samples is not None:
             samples[s] = out.texts
+        tick()
     return torch.stack(lengths, 1), samples
 
 

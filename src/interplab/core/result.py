@@ -61,7 +61,7 @@ def encode(obj, tensors: dict[str, torch.Tensor], prefix: str = ""):
         key = prefix or "value"
         if key in tensors:
             raise InputError(f"Two tensors would be stored as {key!r}.")
-        tensors[key] = obj.detach().cpu().contiguous()
+        tensors[key] = obj.detach().to("cpu", copy=True).contiguous()  # a copy: safetensors refuses shared storage
         return {"__tensor__": key}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = type(obj)

@@ -52,7 +52,7 @@ class TrainConfig:
     log_every: int = param(100, help="Append metrics to each dictionary's metrics.jsonl every this many steps.")
     seed: int = param(0, help="Seed of the data order and of torch's RNG.")
     out_dir: str = param("runs/sae", help="Run directory: one sub-directory per dictionary, plus checkpoints/.")
-    resume: bool = param(False, help="Continue from the latest checkpoint in out_dir (starts fresh if there is none).")
+    resume: bool = param(True, help="Continue from the latest checkpoint in out_dir (starts fresh if there is none); false refuses an out_dir that already holds a run.")
     device: str = param("auto", help="Device: auto (cuda:LOCAL_RANK when available, else cpu), cpu, cuda, cuda:N.")
     parallel: str = param("ddp", help=f"Under torch.distributed: {choices(PARALLEL_MODES)} (ddp splits each batch across ranks; sharded gives each rank whole dictionaries).")
 

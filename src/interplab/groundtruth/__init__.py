@@ -1,4 +1,4 @@
-"""benchmarks layer (see DESIGN.md): models and data with known mechanisms, and the scoring of
+"""groundtruth layer (see DESIGN.md): models and data with known mechanisms, and the scoring of
 methods against them.
 
 * ``synthetic``: superposed sparse features with known directions (``SyntheticFeatures``,
@@ -7,9 +7,12 @@ methods against them.
   and its hidden activations with the represented feature directions as ground truth.
 * ``scoring``: mean max cosine, Hungarian-matched correlation, probe recovery, AUROC, the
   random-dictionary null, bootstrap CIs over seeds/prompts and paired comparisons.
+* ``planted``, ``tracr_*``, ``trained*``: models whose circuit is known (``truth.Truth``).
+* ``bench_run`` (``interplab bench``): every method scored against all of these as a
+  leaderboard; its suites are in ``bench_suites`` and ``bench_circuits``.
 """
 
-from interplab.benchmarks.scoring import (
+from interplab.groundtruth.scoring import (
     CosineRecovery,
     MatchedCorrelation,
     PairedComparison,
@@ -27,14 +30,14 @@ from interplab.benchmarks.scoring import (
     probe_recovery,
     random_dictionary,
 )
-from interplab.benchmarks.superposition import (
+from interplab.groundtruth.superposition import (
     ToyConfig,
     ToyHidden,
     ToyModel,
     hidden_activations,
     train_toy_model,
 )
-from interplab.benchmarks.synthetic import (
+from interplab.groundtruth.synthetic import (
     FeatureSample,
     FeatureSet,
     PlantedConcept,

@@ -3,7 +3,7 @@
 Every model is a ``ToyForCausalLM`` with ``normalization="none"`` whose residual stream is cut
 into one-hot blocks -- token, position, previous token, output, scratch -- so each head reads
 and writes named subspaces and attention scores are either a large constant or zero. A planted
-model comes with its ``Truth`` (``benchmarks.truth``), its *program* (the answer it must give at
+model comes with its ``Truth`` (``groundtruth.truth``), its *program* (the answer it must give at
 each position, written in plain Python) and its *test domain* (every prompt the claim covers,
 enumerated in full); ``reproduce`` checks argmax == program on every position of every prompt.
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from interplab.benchmarks.truth import Truth
 from interplab.core.errors import ConfigError
+from interplab.groundtruth.truth import Truth
 from interplab.models.toy import ToyConfig, ToyForCausalLM
 
 BOS = 0

@@ -16,7 +16,7 @@ Feature recovery (dictionaries against ``synthetic.FeatureSet`` or a toy model):
   well above 0 when there are many of them).
 
 Probes and attributions: ``probe_recovery`` (|cos| to the planted direction) and ``auroc``
-(exact, Mann-Whitney U with ties). Uncertainty: ``bootstrap_score`` (a CI over seeds or prompts,
+(exact, Mann-Whitney U with ties; ``interplab.stats.auroc``). Uncertainty: ``bootstrap_score`` (a CI over seeds or prompts,
 ``interplab.stats.bootstrap_ci``) and ``paired_comparison`` (two methods on the same units,
 ``interplab.stats.paired_permutation_test``).
 """
@@ -32,11 +32,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interplab.analyses.probe_fit import auroc as _auroc
 from interplab.core.errors import InputError, MissingDependencyError
 from interplab.dictionary.base import DICTIONARIES, Dictionary
 from interplab.dictionary.init import initialize
 from interplab.stats import CI, bootstrap_ci, paired_permutation_test
+from interplab.stats.auroc import auroc as stats_auroc
 
 log = logging.getLogger(__name__)
 
@@ -192,21 +192,9 @@ def hungarian_correlation(learned_acts: Float[Tensor, "tokens m"], true_coeffs: 
 
 
 def auroc(scores: Float[Tensor, " n"], truth_labels: Tensor) -> float:
-    """Exact AUROC = ``U / (n1 n0)``: the share of (positive, negative) pairs the scores order
-    correctly, ties counting one half (Mann & Whitney 1947; Hanley & McNeil 1982), from average
-    ranks in O(n log n)."""
-    s = torch.as_tensor(scores).detach().cpu().flatten()
-    y = torch.as_tensor(truth_labels).detach().cpu().flatten()
-    if s.shape != y.shape:
-        raise InputError(f"scores has {s.numel()} entries, truth_labels {y.numel()}; give one label per score.")
-    bad = sorted({v for v in y.tolist() if v not in (0, 1)})
-    if bad:
-        raise InputError(f"truth_labels must be 0/1 (or bool); found {bad[:5]}.")
-    if not bool(torch.isfinite(s.double()).all()):
-        raise InputError("scores contains NaN or infinite values.")
-    if int(y.sum()) in (0, y.numel()):
-        raise InputError(f"AUROC needs both classes; all {y.numel()} labels are {int(y[0]) if y.numel() else None}.")
-    return _auroc(s, y)
+    """Exact AUROC = ``U / (n1 n0)`` (``stats.auroc``): the share of (positive, negative) pairs
+    the scores order correctly, ties counting one half; an error unless both classes occur."""
+    return stats_auroc(scores, truth_labels)
 
 
 # -- dictionaries ----------------------------------------------------------------------------

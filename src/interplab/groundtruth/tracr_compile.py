@@ -6,7 +6,7 @@ operation and reads and writes named one-hot subspaces of the residual stream. T
 builds the four programs of the tracr paper's examples -- ``reverse``, ``sort``, ``hist`` and
 ``frac_prevs`` -- compiles them with tracr's own pipeline, and returns each with its vocabulary,
 maximum length, the Python function that states what the program computes, and its whole test
-domain. ``benchmarks.tracr_convert`` turns the result into an ``interplab-toy`` model and reads
+domain. ``groundtruth.tracr_convert`` turns the result into an ``interplab-toy`` model and reads
 the ground-truth circuit off the compiler's graph.
 
 tracr, jax and dm-haiku are an optional extra (``pip install 'interplab[tracr]'``), imported

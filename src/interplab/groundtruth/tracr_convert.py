@@ -18,7 +18,7 @@ may be all zeros). Its weights map one to one onto the toy family
   ``-1`` (minus the one-hot token subspace) and never win. Numerical programs: logit 0 is the
   output coordinate (``ConvertedTracr.readout``), the other logits are constant ``-1``.
 
-The truth (``benchmarks.truth.Truth``) is read off the compiler's graph: a node per head and
+The truth (``groundtruth.truth.Truth``) is read off the compiler's graph: a node per head and
 per MLP layer that implements a RASP operation; an edge ``s -> r`` (with ``q``, ``k`` or ``v``
 into a head) wherever ``r`` reads a residual direction that ``s`` writes, ``s`` coming first
 -- "reads" and "writes" through non-zero weights: a head's ``q`` / ``k`` are the rows /
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from interplab.benchmarks.tracr_compile import CompiledProgram, import_tracr
-from interplab.benchmarks.truth import Truth
 from interplab.core.errors import InputError
+from interplab.groundtruth.tracr_compile import CompiledProgram, import_tracr
+from interplab.groundtruth.truth import Truth
 from interplab.models.toy import ToyConfig, ToyForCausalLM
 
 EMBED_NAMES = ("tokens", "indices", "one")

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import torch
 
 from interplab.analyses.heads import HeadDetectionConfig, detect_heads
-from interplab.benchmarks.truth import Truth
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InterplabError
+from interplab.groundtruth.truth import Truth
 from interplab.interventions import Ablate
 from interplab.models.toy import NORMALIZATION, ToyConfig, ToyForCausalLM
 from interplab.runtime import HookedModel

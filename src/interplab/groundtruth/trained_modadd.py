@@ -12,7 +12,7 @@ Training (``train_modular_addition``): full-batch AdamW with weight decay for a 
 steps (the held-out pairs never choose when to stop), scored on an exponential moving average
 of the weights; deterministic in the seed on one CPU thread. Generalisation ("grokking") takes
 a few thousand steps — minutes on a CPU — so the model trained with the default config ships
-with the package (``pretrained_modular_addition``; ``benchmarks/data/``) and the tests load it;
+with the package (``pretrained_modular_addition``; ``groundtruth/data/``) and the tests load it;
 a slow test retrains it and checks the same properties.
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from interplab.benchmarks.trained import Trained, TrainingError
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InputError
+from interplab.groundtruth.trained import Trained, TrainingError
 from interplab.models.toy import ToyConfig, ToyForCausalLM
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -4,7 +4,7 @@ A node is ``embed``, ``logits``, a head ``L<layer>.h<head>`` or an MLP ``mlp<lay
 edge is ``(sender, receiver)`` or, into a head, ``(sender, receiver, input)`` with input one
 of ``q``, ``k``, ``v`` -- the path-patching vocabulary of Wang et al. 2022 (IOI) and Conmy et
 al. 2023 (ACDC). Methods that recover circuits are scored against a ``Truth``
-(``benchmarks.scoring``); ``check_against`` refuses a truth that names a part the model lacks,
+(``groundtruth.scoring``); ``check_against`` refuses a truth that names a part the model lacks,
 so a score is never computed against a graph that cannot exist.
 """
 

@@ -1,6 +1,6 @@
 """The toy family: a small HF causal LM whose weights can be set by hand.
 
-Built for models with known mechanisms (``interplab.benchmarks.planted``): separate per-head
+Built for models with known mechanisms (``interplab.groundtruth.planted``): separate per-head
 q / k / v / o projections, learned or no positions, ReLU MLP or none (attention-only), and
 ``normalization="none"`` -- no LayerNorm anywhere, so a hand-set circuit computes exactly what
 its weights say and the logits are linear in every head's output. ``"layernorm"`` (pre-LN,

@@ -10,8 +10,10 @@ gives the same numbers on any device.
 * ``cohens_d``, ``hedges_g``: paired / one-sample standardised effect sizes.
 * ``summarize`` -> ``EffectSummary``: all of the above from per-prompt effects in one call.
 * ``pearson``, ``spearman``, ``kendall_tau`` (tau-b) and ``correlation_ci``.
+* ``auroc`` (exact Mann–Whitney, ties one half) and ``auroc_ci`` (bootstrap over items).
 """
 
+from interplab.stats.auroc import auroc, auroc_ci
 from interplab.stats.bootstrap import CI, bootstrap_ci
 from interplab.stats.correlation import kendall_tau, pearson, spearman
 from interplab.stats.correlation_ci import correlation_ci
@@ -23,6 +25,8 @@ from interplab.stats.summary import EffectSummary, summarize
 __all__ = [
     "CI",
     "EffectSummary",
+    "auroc",
+    "auroc_ci",
     "benjamini_hochberg",
     "bootstrap_ci",
     "cohens_d",

@@ -12,8 +12,9 @@ log grid 1, 2, 4, ... and the full edge count. The result names the ordering (``
 by |score|; ``signed``: by how far ablating the edge moves the metric away from clean, see
 ``EdgeScores.importance``) and the ablation, since both change the curve.
 
-AUROC against a truth (sets of names, e.g. a ``benchmarks.truth.Truth``'s edges / nodes): the
-exact Mann-Whitney statistic with ties counted one half (``probe_fit.auroc``). A node's score
+AUROC against a truth (sets of names, e.g. a ``groundtruth.truth.Truth``'s edges / nodes): the
+exact Mann-Whitney statistic with ties counted one half (``stats.auroc``; ``nan`` when the
+truth leaves one class empty). A node's score
 is the largest importance of an edge into or out of it; ``embed`` and ``logits`` are in every
 circuit and left out of the node AUROC. Under grouped-query attention a KV head's k / v edges
 are named after the first query head of its group (``graph.py``), so they count towards that
@@ -39,9 +40,9 @@ from interplab.analyses.circuits.edges import (
 from interplab.analyses.circuits.exact import EdgeScores, check_ordering
 from interplab.analyses.circuits.graph import CircuitGraph
 from interplab.analyses.metrics import check_metric
-from interplab.analyses.probe_fit import auroc
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError
+from interplab.stats.auroc import auroc as stats_auroc
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,14 @@ def edge_labels(scores: EdgeScores, truth_edges) -> torch.Tensor:
     return torch.tensor([e in wanted for e in scores.edges])
 
 
+def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """``stats.auroc``, ``nan`` when one class is empty (e.g. a truth of only embed / logits)."""
+    return stats_auroc(scores, labels, nan_if_one_class=True)
+
+
 def edge_auroc(scores: EdgeScores, truth_edges, ordering: str = "absolute") -> float:
     """AUROC of the edge importances for separating truth edges from the rest."""
-    return auroc(scores.importance(ordering), edge_labels(scores, truth_edges))
+    return _auroc(scores.importance(ordering), edge_labels(scores, truth_edges))
 
 
 def node_scores(scores: EdgeScores, ordering: str = "absolute",
@@ -162,7 +168,7 @@ def node_auroc(scores: EdgeScores, truth_nodes, ordering: str = "absolute") -> f
     if unknown:
         raise InputError(f"Truth nodes {sorted(unknown)} are not in the graph.")
     names = sorted(per)
-    return auroc(torch.tensor([per[n] for n in names]), torch.tensor([n in wanted for n in names]))
+    return _auroc(torch.tensor([per[n] for n in names]), torch.tensor([n in wanted for n in names]))
 
 
 def auroc_ci_over_prompts(scores: EdgeScores, truth_edges, ordering: str = "absolute",
@@ -175,8 +181,8 @@ def auroc_ci_over_prompts(scores: EdgeScores, truth_edges, ordering: str = "abso
     reps = []
     for _ in range(n_resamples):
         idx = torch.randint(per.shape[0], (per.shape[0],), generator=g)
-        reps.append(auroc(scores.importance(ordering, per[idx].mean(0)), labels))
+        reps.append(_auroc(scores.importance(ordering, per[idx].mean(0)), labels))
     reps_t = torch.tensor(reps, dtype=torch.float64)
     alpha = (1 - confidence) / 2
     lo, hi = torch.quantile(reps_t, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return auroc(scores.importance(ordering), labels), float(lo), float(hi)
+    return _auroc(scores.importance(ordering), labels), float(lo), float(hi)

@@ -9,7 +9,7 @@ Wang et al. 2022 and Conmy et al. 2023), an MLP through its input, the unembeddi
 final residual. An edge ``(s, r[, input])`` is one term of that sum as seen by one receiver, so
 it can be ablated for that receiver alone (``edges.py``).
 
-Names follow ``interplab.benchmarks.truth``: ``embed``, ``L<l>.h<h>``, ``mlp<l>``, ``logits``;
+Names follow ``interplab.groundtruth.truth``: ``embed``, ``L<l>.h<h>``, ``mlp<l>``, ``logits``;
 edges into a head carry ``q`` / ``k`` / ``v``.
 
 Grouped-query attention (GQA: ``n_kv_heads < n_heads``, e.g. SmolLM2, Qwen). The query input

@@ -1,0 +1,53 @@
+"""``interplab patch``: one activation-patching sweep (``analyses.patching``) on a registered
+task's aligned clean/corrupt pairs, as a run record: every cell's mean effect with its bootstrap
+CI, permutation p and BH q, drawn as a heatmap, with the top cells in a table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from interplab.analyses.patching import PatchingConfig, PatchingResult, activation_patching
+from interplab.analyses.patching_report import PatchingReport
+from interplab.core.analysis import Context, register_analysis
+from interplab.core.blocks import Block, Text
+from interplab.core.config import RunFields, TaskFields
+from interplab.tasks.aligned import aligned_task
+
+
+@dataclass(frozen=True)
+class PatchRunConfig(RunFields, TaskFields, PatchingConfig):
+    """An activation-patching sweep on a registered task, written as a run record."""
+
+
+@dataclass
+class PatchRunResult(PatchingResult, PatchingReport):
+    """A patching sweep with what the report says about its prompts."""
+
+    model_name: str = ""
+    task: str = ""
+    clean_example: str = ""
+    corrupt_example: str = ""
+
+    def title(self) -> str:
+        c = self.config
+        return f"{self.task}: {c.direction} patching of {c.sweep} on {self.model_name}"
+
+    def section_title(self) -> str:
+        return f"{self.config.direction} patching of {self.config.sweep}"
+
+    def intro(self) -> list[Block]:
+        return [Text(f"{self.effects.shape[0]} pairs, e.g. clean {self.clean_example!r} / corrupt "
+                     f"{self.corrupt_example!r}.")]
+
+
+@register_analysis("patch", config=PatchRunConfig, result=PatchRunResult,
+                   help="one activation-patching sweep on a task, as a run record",
+                   run_name=lambda c: f"patch-{c.task}-{c.sweep}",
+                   example={"task": "ioi", "n": 2, "n_resamples": 50})
+def patch(cfg: PatchRunConfig, ctx: Context) -> PatchRunResult:
+    model = ctx.model
+    task = aligned_task(model, cfg.task, cfg.n, cfg.seed)
+    ctx.phase(f"patching {cfg.sweep} over {len(task)} pairs")
+    result = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong, cfg)
+    return PatchRunResult(**vars(result), model_name=model.source.get("name", ""), task=cfg.task,
+                          clean_example=task.clean_text[0], corrupt_example=task.corrupt_text[0])

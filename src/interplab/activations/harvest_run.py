@@ -31,7 +31,8 @@ SAMPLE_SHARDS, ROWS_PER_SHARD, BINS = 16, 512, 40
 
 @dataclass(frozen=True)
 class HarvestRunConfig(HarvestConfig, RunFields):
-    """Activations at some sites over a corpus into a store (re-running the same command resumes)."""
+    """Activations at some sites over a corpus into the store directory `out` (re-running the same
+    command resumes it); the run record is written inside the store, as harvest-<time>/."""
 
     def __post_init__(self) -> None:
         HarvestConfig.__post_init__(self)
@@ -104,10 +105,7 @@ def norm_sample(store: ActivationStore) -> dict[str, torch.Tensor]:
                    example={"corpus": "{corpus}", "sites": "L1.resid_post", "n_tokens": 300, "ctx_len": 16,
                             "shard_tokens": 150, "dtype": "float32"})
 def harvest_store(cfg: HarvestRunConfig, ctx: Context) -> HarvestResult:
-    from interplab.runtime.loading import load
-
-    ctx.phase(f"loading model {cfg.model}")
-    model = load(cfg.model, dtype="float32", device=cfg.device)
+    model = ctx.load_model(dtype="float32", device=cfg.device)  # cfg.dtype is the store's dtype
     ctx.phase(f"harvesting {cfg.n_tokens:,} tokens at {', '.join(cfg.sites)} into {cfg.out}")
     report = harvest(model, cfg.harvest_config(), progress=ctx.progress)
     ctx.phase("sampling activation norms")

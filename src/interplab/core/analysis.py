@@ -38,6 +38,10 @@ class Context(Protocol):
     @property
     def model(self) -> Model: ...
 
+    def load_model(self, dtype: str = "float32", device: str = "cpu") -> Model: ...
+
+    def phase(self, text: str) -> None: ...
+
     dir: Path  # the run directory being written (artifacts such as probe/ go here)
     progress: bool
     log: logging.Logger

@@ -9,17 +9,21 @@ Run configs are *composed*, not copied: ``RunFields`` (model, seed, out, device,
 ``RecordFields``, just seed and out, for analyses without a model) and
 ``TaskFields`` (task, n) are declared once and mixed into each registered analysis's config
 together with the library config of the technique (e.g. ``PatchingConfig``), so a default
-lives in exactly one place.
+lives in exactly one place. Where a run derives some of a library config's fields itself,
+``fields_of(LibraryConfig, exclude=(...))`` gives a mixin with the others (their defaults, help
+and checks are the library's own).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any
 
-from interplab.core.errors import ConfigError, choices as fmt_choices
+from interplab.core.errors import ConfigError
+from interplab.core.errors import choices as fmt_choices
 
 _CHECKS = ("ge", "gt", "le", "lt", "choices")
 
@@ -93,6 +97,38 @@ class TaskFields:
 
     def __post_init__(self) -> None:
         _chain_post_init(self, TaskFields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Composing a run config from a library config's fields without copying them.
+
+def fields_of(cls: type, *, exclude: tuple[str, ...] = (), help: dict[str, str] | None = None,
+              name: str | None = None) -> type:
+    """A frozen dataclass mixin with the fields of ``cls`` except ``exclude``; ``help``
+    rewords a field's help where the run gives it a meaning of its own (never its default)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted((set(exclude) | set(help or {})) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no fields {unknown}.")
+    hints = typing.get_type_hints(cls)
+    specs = [(f.name, hints[f.name], field_of(cls, f.name, (help or {}).get(f.name)))
+             for f in dataclasses.fields(cls) if f.name not in exclude and f.init]
+    mixin = dataclasses.make_dataclass(name or f"{cls.__name__}Fields", specs, frozen=True,
+                                       namespace={"__module__": __name__})
+    mixin.__doc__ = f"The fields of {cls.__name__} (composed, not copied), less {', '.join(exclude) or 'none'}."
+    return mixin
+
+
+def field_of(cls: type, name: str, help: str | None = None):
+    """Field ``name`` of the dataclass ``cls`` (its default and declared checks), to re-declare
+    in a run config where only its help changes; ``help`` rewords it."""
+    f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if f is None:
+        raise TypeError(f"{cls.__name__} has no field {name!r}.")
+    meta = dict(f.metadata) | ({"help": help} if help else {})
+    default = ({"default": f.default} if f.default is not dataclasses.MISSING
+               else {"default_factory": f.default_factory})
+    return dataclasses.field(metadata=meta, **default)
 
 
 def field_names(cls) -> list[str]:

@@ -22,10 +22,9 @@ import torch
 
 from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Bars, Block, Heading, Lines, Table, Text
-from interplab.core.config import RunFields, param
+from interplab.core.config import RunFields, fields_of, param
 from interplab.core.errors import ConfigError, InputError
 from interplab.core.result import Result
-from interplab.dictionary.config_fields import fields_of
 from interplab.dictionary.evaluate import EvalConfig, evaluate
 from interplab.dictionary.features import FeatureConfig, feature_stats
 from interplab.dictionary.formats import load_dictionary

@@ -87,13 +87,7 @@ def _source(cfg: TrainSaeConfig, ctx: Context):
     if not cfg.on_the_fly:
         ctx.phase(f"opening the activation store {cfg.store}")
         return ActivationStore.open(cfg.store)
-    import torch
-
-    from interplab.runtime.loading import load
-
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx.phase(f"loading model {cfg.model}")
-    model = load(cfg.model, dtype=cfg.dtype, device=device)
+    model = ctx.load_model(dtype=cfg.dtype, device=cfg.device)
     sites = [*cfg.sites, *([cfg.output_site] if cfg.output_site else [])]
     return OnTheFlySource(model, CorpusConfig(source=cfg.corpus), sites, buffer_tokens=cfg.buffer_tokens)
 

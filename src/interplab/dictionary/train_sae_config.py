@@ -21,10 +21,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from interplab.core.config import RunFields, param
+from interplab.core.config import RunFields, field_of, fields_of, param
 from interplab.core.errors import ConfigError
 from interplab.dictionary.base import DICTIONARIES, DictionaryConfig
-from interplab.dictionary.config_fields import fields_of
 from interplab.dictionary.train_config import TrainConfig
 
 # Library fields the run does not expose, and what it sets them to.
@@ -59,6 +58,8 @@ _TrainFields = fields_of(TrainConfig, exclude=tuple(TRAIN_DERIVED), name="TrainF
 class TrainSaeConfig(_TrainFields, _DictionaryFields, RunFields):
     """Dictionaries for every (site × expansion) from one pass over an activation store."""
 
+    out: str = field_of(RunFields, "out", "Directory for the run record (train-<arch>-<time>/) and the dictionaries "
+                                          "with their checkpoints (dictionaries/); re-running the same command there resumes.")
     store: str = param("activation-store", help="Activation store written by `interplab harvest`; unused with --on-the-fly.")
     on_the_fly: bool = param(False, help="Train straight from the model through a shuffle buffer (no store on disk): needs --model, --sites and --steps.")
     corpus: str = param("classics", help="Corpus for --on-the-fly.")

@@ -9,6 +9,7 @@ complete ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,6 +51,7 @@ class RunRecord:
         self._results: dict = {}
 
     def __enter__(self) -> RunRecord:
+        self._made_root = not self.root.exists()
         self.path.mkdir(parents=True)
         (self.path / "figures").mkdir()
         self.write_json("config.json", self.config)
@@ -58,6 +60,9 @@ class RunRecord:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            if self._made_root:  # a failed first run leaves no empty directory behind
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
             return
         if self._tensors:
             save_file({k: v.detach().cpu().contiguous() for k, v in self._tensors.items()},

@@ -42,12 +42,25 @@ class _Context:
 
     @property
     def model(self):
+        """The config's model (cfg.model, cfg.dtype, cfg.device), loaded once, on first use."""
+        if self._model is None:
+            cfg = self._config
+            return self.load_model(dtype=getattr(cfg, "dtype", "float32"), device=getattr(cfg, "device", "cpu"))
+        return self._model
+
+    def load_model(self, dtype: str = "float32", device: str = "cpu"):
+        """Load the config's model with this dtype / device (for analyses whose ``dtype`` field
+        means something else, e.g. a store's dtype); it is then ``ctx.model`` and named in the
+        record's provenance. ``device="auto"`` is CUDA when available."""
         if self._model is None:
             from interplab.runtime.loading import load
 
-            cfg = self._config
-            self.phase(f"loading model {cfg.model}")
-            self._model = load(cfg.model, dtype=getattr(cfg, "dtype", "float32"), device=getattr(cfg, "device", "cpu"))
+            if device == "auto":
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.phase(f"loading model {self._config.model}")
+            self._model = load(self._config.model, dtype=dtype, device=device)
         return self._model
 
     @property

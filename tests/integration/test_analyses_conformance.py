@@ -8,11 +8,12 @@ installed GGUF), so every task's answers are single tokens as they are on a real
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from interplab.cli.main import META, _top_parser, build_parser, main
+from interplab.cli.main import META, build_parser, main
 from interplab.core.analysis import load_analyses
 from interplab.core.result import equal
 from interplab.runs.runner import load_run, run_analysis
@@ -70,7 +71,7 @@ def _fill(value, world):
 def test_every_analysis_writes_a_record_that_reads_back_equal(name, world, capsys):
     entry = REGISTRY.get(name)
     fields = {"out": str(world["root"] / "runs" / name), **{k: _fill(v, world) for k, v in entry.example.items()}}
-    if "model" in {f for f in entry.config.__dataclass_fields__}:
+    if "model" in {f.name for f in dataclasses.fields(entry.config)}:
         fields.setdefault("model", world["model"])
     outcome = run_analysis(name, outcome_config(name, fields), progress=False)
     path = outcome.path
@@ -106,10 +107,14 @@ def test_every_analysis_has_a_working_help(name, capsys):
 
 
 def test_subcommands_are_exactly_the_registry():
-    from interplab.cli.catalog import catalog
+    from interplab.cli.catalog import catalog, describe
 
-    full = build_parser()
-    sub = next(a for a in full._actions if a.__class__.__name__ == "_SubParsersAction")
+    fresh = describe()
+    assert catalog() == json.loads(json.dumps(fresh))  # the cache says what the registry says
+    sub = next(a for a in build_parser(fresh)._actions if a.__class__.__name__ == "_SubParsersAction")
     assert set(sub.choices) - set(META) == set(REGISTRY.names())
-    top = _top_parser({**catalog(), **META})[1]
-    assert set(top.choices) - set(META) == set(REGISTRY.names())
+    for name, entry in REGISTRY.items():
+        options = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        fields = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(entry.config)
+                  if f.name not in getattr(entry.config, "positional", ())}
+        assert fields <= options, f"{name}: fields without an option: {sorted(fields - options)}"

@@ -144,6 +144,10 @@ def test_top_level_help_and_typos_do_not_import_torch(tmp_path):
     assert again.stdout.strip().endswith("NO-TORCH 0"), again.stdout[-300:]
     typo = _cli(["haeds"], tmp_path)
     assert "did you mean heads?" in typo.stderr and typo.stdout.strip().endswith("NO-TORCH 2")
+    sub = _cli(["heads", "--help"], tmp_path)
+    assert "--n-sequences" in sub.stdout and sub.stdout.strip().endswith("NO-TORCH 0")
+    option = _cli(["heads", "--n-sequence", "3"], tmp_path)
+    assert "did you mean --n-sequences?" in option.stderr and option.stdout.strip().endswith("NO-TORCH 2")
 
 
 def test_a_mistyped_option_names_the_close_match_and_the_subcommand(capsys):

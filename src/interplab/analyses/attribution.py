@@ -57,7 +57,7 @@ from interplab.analyses.metrics import check_metric, normalise
 from interplab.analyses.patching import DIRECTIONS, PatchingResult, _check_inputs
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError, choices
-from interplab.stats import CI
+from interplab.stats import CI, EffectSummary
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class AttributionResult:
     base_metric: torch.Tensor  # [prompt], the metric on the base run
     clean_metric: torch.Tensor  # [prompt]
     corrupt_metric: torch.Tensor  # [prompt]
-    summary: object = None  # stats.EffectSummary over the cells, tested against "no effect"
+    summary: EffectSummary | None = None  # over the cells, tested against "no effect"
     exact: PatchingResult | None = None  # exact patching of the same cells (compare_exact)
     pearson: float | None = None  # r between cell means of effects and exact.effects
     pearson_ci: CI | None = None

@@ -47,7 +47,7 @@ from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
 from interplab.runtime.prefix import is_causal, prefix_states, run_suffix
-from interplab.stats import summarize
+from interplab.stats import EffectSummary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class CausalTracingResult:
     corrupt_metric: torch.Tensor  # [prompt], averaged over noise draws
     noise_std: float
     subject_positions: list[list[int]]
-    summary: object = None  # stats.EffectSummary over [layer, pos]; None for 1 prompt / NaN effects
+    summary: EffectSummary | None = None  # over [layer, pos]; None for 1 prompt / NaN effects
     position_labels: list[str] = field(default_factory=list)
 
 

@@ -31,7 +31,7 @@ from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
 from interplab.runtime.prefix import base_states, can_skip_layers, is_causal, run_suffix
-from interplab.stats import summarize
+from interplab.stats import EffectSummary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class PatchingResult:
     raw: torch.Tensor  # [prompt, *cells], the metric itself
     clean_metric: torch.Tensor  # [prompt]
     corrupt_metric: torch.Tensor  # [prompt]
-    summary: object = None  # stats.EffectSummary over the cells
+    summary: EffectSummary | None = None  # over the cells
     position_labels: list[str] = field(default_factory=list)
 
 

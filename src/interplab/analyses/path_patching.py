@@ -27,7 +27,7 @@ from interplab.core.errors import ConfigError
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
-from interplab.stats import summarize
+from interplab.stats import EffectSummary, summarize
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class PathPatchingResult:
     raw: torch.Tensor
     clean_metric: torch.Tensor
     corrupt_metric: torch.Tensor
-    summary: object = None
+    summary: EffectSummary | None = None
 
 
 def path_patching(model, clean, corrupt, answers, wrong, config: PathPatchingConfig) -> PathPatchingResult:

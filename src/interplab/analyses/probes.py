@@ -174,7 +174,12 @@ class ProbeResult:
             f"[{float(self.selectivity.low):.3f}, {float(self.selectivity.high):.3f}]")
         return (f"{self.probe.site or 'probe'} ({self.config.method}): test acc "
                 f"{float(a.estimate):.3f} [{float(a.low):.3f}, {float(a.high):.3f}], AUROC "
-                f"{self.auroc['test']:.3f}{s}, n={self.n}")
+                f"{self.auroc['test']:.3f}{s}, n = {_counts(self.n)}")
+
+
+def _counts(n) -> str:
+    """``{"train": 50, "val": 20}`` as "train 50 / val 20" (no Python reprs in reports)."""
+    return " / ".join(f"{k} {v}" for k, v in n.items()) if isinstance(n, dict) else str(n)
 
 
 def _as_labels(labels, n_expected: int | None = None) -> torch.Tensor:

@@ -1,8 +1,11 @@
 """Generate argparse options from a config dataclass (DESIGN rule 6).
 
-Options are parsed as strings and converted by ``core.config.build_config``, the one place that
-turns untyped values (CLI, config files, HTTP) into typed configs; help text comes from the
-fields' docstrings, their declared ranges and choices, and their defaults.
+A config class is first described as plain data (``field_specs``: name, kind, help, default,
+required) — the CLI's catalogue caches these so a subcommand's ``--help`` and a mistyped option
+answer without importing the analysis — and options are added from that description. Values are
+parsed as strings and converted by ``core.config.build_config``, the one place that turns untyped
+values (CLI, config files, HTTP) into typed configs. Options not given are left out, so the
+config's own defaults apply.
 """
 
 from __future__ import annotations
@@ -31,30 +34,46 @@ def field_help(f) -> str:
     return text
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = ()) -> None:
+def field_specs(cls) -> list[dict]:
+    """Each init field of ``cls`` as JSON-able data: what the parser needs to know."""
     hints = typing.get_type_hints(cls)
+    specs = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        help_text = field_help(f).replace("%", "%%")  # argparse formats help with %
         kind = hints[f.name]
         origin = typing.get_origin(kind)
-        if origin in (tuple, list) or kind in (tuple, list):
-            help_text += " (comma-separated)"
-        if f.name in positional:
-            parser.add_argument(f.name, help=help_text)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=help_text)
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        parser.add_argument(flag, default=default, required=required, metavar=f.name.upper(),
-                            help=f"{help_text} (default: {_fmt_default(default)})")
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        spec = {"name": f.name, "help": field_help(f), "required": required,
+                "kind": "bool" if kind is bool else "list" if origin in (tuple, list) or kind in (tuple, list) else "value"}
+        spec["default"] = default if spec["kind"] == "bool" else _fmt_default(default)
+        specs.append(spec)
+    return specs
+
+
+def add_spec_args(parser: argparse.ArgumentParser, specs: list[dict], positional: tuple[str, ...] = ()) -> None:
+    for spec in specs:
+        name = spec["name"]
+        help_text = spec["help"].replace("%", "%%")  # argparse formats help with %
+        if spec["kind"] == "list":
+            help_text += " (comma-separated)"
+        if name in positional:
+            parser.add_argument(name, help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        if spec["kind"] == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{help_text} (default: {spec['default']})")
+        elif spec["required"]:
+            parser.add_argument(flag, required=True, metavar=name.upper(), help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=name.upper(),
+                                help=f"{help_text} (default: {spec['default']})")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = ()) -> None:
+    add_spec_args(parser, field_specs(cls), positional)
 
 
 def config_from_args(cls, namespace: argparse.Namespace):

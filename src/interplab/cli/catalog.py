@@ -1,5 +1,7 @@
-"""The names and one-line help of the registered analyses, cached so ``interplab --help`` and a
-mistyped subcommand answer without importing torch (~5 s here).
+"""What the CLI needs to know about every registered analysis — name, help, positional fields
+and each config field as data (``cli.args.field_specs``) — cached so ``interplab --help``,
+``interplab NAME --help`` and a mistyped subcommand or option answer without importing torch
+(~5 s here).
 
 The cache is derived from the registry, never edited by hand: it lives in
 ``$INTERPLAB_HOME/cli-catalog-<key>.json``, where the key hashes the path, size and mtime of every
@@ -28,16 +30,26 @@ def _home() -> Path:
     return Path(os.environ.get("INTERPLAB_HOME", Path.home() / ".cache" / "interplab"))
 
 
-def catalog() -> dict[str, str]:
-    """{analysis name: one-line help}, from the cache or (once) from the registry."""
+def describe() -> dict[str, dict]:
+    """{name: {"help", "description", "positional", "fields"}} from the registry (imports it)."""
+    from interplab.cli.args import field_specs
+    from interplab.core.analysis import load_analyses
+
+    return {name: {"help": entry.help,
+                   "description": f"{entry.help}. {entry.config.__doc__ or ''}".strip(),
+                   "positional": list(getattr(entry.config, "positional", ())),
+                   "fields": field_specs(entry.config)}
+            for name, entry in load_analyses().items()}
+
+
+def catalog() -> dict[str, dict]:
+    """The description of every analysis, from the cache or (once) from the registry."""
     path = _home() / f"cli-catalog-{_key()}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    from interplab.core.analysis import load_analyses
-
-    data = {name: entry.help for name, entry in load_analyses().items()}
+    data = describe()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -2,8 +2,8 @@
 
 Every registered analysis is a subcommand of the same name whose options are its config's
 fields; ``interplab run CONFIG`` runs the same analyses from a file; ``interplab run --list``
-shows every analysis with its fields. The top-level parser is built from the cached catalogue
-(``cli.catalog``), so ``--help`` and a mistyped subcommand answer before torch is imported.
+shows every analysis with its fields. The parser is built from the cached catalogue (``cli.catalog``), so
+``--help`` and a mistyped subcommand or option answer before torch is imported.
 Errors a user can trigger print as one clear message (exit 2), not a traceback.
 """
 
@@ -41,30 +41,18 @@ class Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _top_parser(catalog: dict[str, str]) -> tuple[Parser, argparse._SubParsersAction]:
+def build_parser(catalog: dict[str, dict] | None = None) -> argparse.ArgumentParser:
+    """The whole parser: one subcommand per analysis with its options, plus run and models.
+    Built from the catalogue (plain data), so it needs no torch."""
+    from interplab.cli.args import add_spec_args
+    from interplab.cli.catalog import catalog as cached
+
     parser = Parser(prog="interplab", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
-    for name, text in {**catalog, **META}.items():
-        sub.add_parser(name, help=text, description=text)
-    return parser, sub
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser (every subcommand with its options), or only ``only``'s options."""
-    from interplab.cli.args import add_config_args
-    from interplab.core.analysis import load_analyses
-
-    registry = load_analyses()
-    parser = Parser(prog="interplab", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
-    for name, entry in registry.items():
-        if only not in (None, name):
-            continue
-        p = sub.add_parser(name, help=entry.help, description=f"{entry.help}. {entry.config.__doc__ or ''}".strip())
-        add_config_args(p, entry.config, positional=getattr(entry.config, "positional", ()))
-        p.set_defaults(analysis=name)
+    for name, info in (cached() if catalog is None else catalog).items():
+        p = sub.add_parser(name, help=info["help"], description=info["description"])
+        add_spec_args(p, info["fields"], tuple(info["positional"]))
     run = sub.add_parser("run", help=META["run"], description=META["run"])
     run.add_argument("config", nargs="?", help="path to the config file: 'analysis: NAME' plus its fields")
     run.add_argument("--list", action="store_true", help="list every analysis with its fields and their docs")
@@ -117,38 +105,31 @@ def _run(name: str, config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interplab.cli.catalog import catalog
     from interplab.core.errors import InterplabError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    words = [a for a in argv if a not in ("-v", "--verbose")]
-    known = {**catalog(), **META}
-    if not words or words[0].startswith("-") or words[0] not in known:
-        _top_parser(known)[0].parse_args(argv)  # prints help or a clear error; exits
-        return 2
-    command = words[0]
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # --help and usage errors exit here, before torch
+    if extra:  # the subcommand's own usage, with the closest option suggested
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
-        parser = build_parser(None if command in META else command)
-        args, extra = parser.parse_known_args(argv)
-        if extra:  # the subcommand's own usage, with the closest option suggested
-            _subparser(parser, command).error(f"unrecognized arguments: {' '.join(extra)}")
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
-        if command == "models":
+        if args.command == "models":
             return _cmd_models()
-        if command == "run":
+        if args.command == "run":
             if args.list:
                 return _cmd_list()
             if not args.config:
-                build_parser("run").parse_args(["run", "--help"])
+                _subparser(parser, "run").error("give a config file (or --list)")
             from interplab.runs.runner import config_from_file
 
             name, config = config_from_file(args.config)
             return _run(name, config)
         from interplab.cli.args import config_from_args
-        from interplab.core.analysis import ANALYSES
+        from interplab.core.analysis import load_analyses
 
-        return _run(command, config_from_args(ANALYSES.get(command).config, args))
+        return _run(args.command, config_from_args(load_analyses().get(args.command).config, args))
     except InterplabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

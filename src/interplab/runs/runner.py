@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from interplab.core.analysis import ANALYSES, Analysis, load_analyses
 from interplab.core.blocks import Block
 from interplab.core.config import build_config
 from interplab.core.errors import ConfigError, InputError
-from interplab.core.result import decode, encode
+from interplab.core.result import Result, decode, encode
 from interplab.runs.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class _Context:
 class RunOutcome:
     analysis: str
     path: Path
-    result: object
+    result: Result
     seconds: float
 
     def terminal(self) -> list[Block]:
@@ -133,8 +134,8 @@ def _plain(data):
 @dataclass
 class LoadedRun:
     analysis: str
-    config: object
-    result: object
+    config: Any
+    result: Result
     provenance: dict
     path: Path
 

@@ -118,3 +118,27 @@ def test_subcommands_are_exactly_the_registry():
         fields = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(entry.config)
                   if f.name not in getattr(entry.config, "positional", ())}
         assert fields <= options, f"{name}: fields without an option: {sorted(fields - options)}"
+
+
+def test_the_runtime_model_is_a_model(world):
+    from interplab.core.model import Model
+    from interplab.runtime.loading import load
+
+    assert isinstance(load(world["model"]), Model)
+
+
+@pytest.mark.parametrize(("name", "fields", "message"), [
+    ("patch", {"n_resamples": 1}, "n_resamples must be >= 2, got 1"),
+    ("patch", {"n": 0}, "n must be >= 1, got 0"),
+    ("heads", {"n_sequences": 1}, "n_sequences must be >= 2, got 1"),
+    ("trace", {"window": 0}, "window must be >= 1, got 0"),
+    ("demo", {"n": 1}, "n must be >= 2, got 1"),
+    ("lens", {"prompt": "x", "top_k": 0}, "top_k must be >= 1, got 0"),
+    ("patch", {"dtype": "float8"}, "dtype='float8' is not one of"),
+])
+def test_declared_ranges_refuse_before_any_work(name, fields, message, tmp_path):
+    from interplab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        run_analysis(name, model="/nonexistent", out=str(tmp_path / "runs"), **fields)
+    assert not (tmp_path / "runs").exists()

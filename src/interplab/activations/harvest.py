@@ -42,13 +42,14 @@ from interplab.activations.harvest_config import IDENTITY, HarvestConfig, Harves
 from interplab.activations.packing import Packing, iter_contexts
 from interplab.core.config import to_dict
 from interplab.core.errors import ConfigError, InputError
+from interplab.core.model import Model
 from interplab.core.sites import Site
 
 __all__ = ["HarvestConfig", "HarvestReport", "check_resumable", "harvest", "weights_hash"]
 
 log = logging.getLogger(__name__)
 
-def weights_hash(model) -> str:
+def weights_hash(model: Model) -> str:
     """The loader's weights hash, or (models built in memory) a SHA-256 of the parameters."""
     known = model.source.get("weights_hash")
     if known:
@@ -73,7 +74,7 @@ class _Plan:
         return self.rows_per_context * self.contexts_per_shard
 
 
-def _plan(model, cfg: HarvestConfig) -> _Plan:
+def _plan(model: Model, cfg: HarvestConfig) -> _Plan:
     packing = Packing.of(model.tokenizer, cfg.ctx_len, prepend_bos=True)
     rows = cfg.ctx_len - (1 if cfg.drop_bos and packing.bos else 0)
     per_shard = cfg.shard_tokens // rows
@@ -83,7 +84,7 @@ def _plan(model, cfg: HarvestConfig) -> _Plan:
     return _Plan(packing, rows, per_shard, n_contexts, math.ceil(n_contexts / per_shard))
 
 
-def _header(model, cfg: HarvestConfig, plan: _Plan, sites: list[Site]) -> dict:
+def _header(model: Model, cfg: HarvestConfig, plan: _Plan, sites: list[Site]) -> dict:
     widths = {str(s): math.prod(model.site_shape(s)) for s in sites}
     return {
         "format": st.FORMAT,
@@ -157,7 +158,7 @@ def _barrier(on: bool) -> None:
         torch.distributed.barrier()
 
 
-def harvest(model, cfg: HarvestConfig, progress: bool = True, rank: int | None = None,
+def harvest(model: Model, cfg: HarvestConfig, progress: bool = True, rank: int | None = None,
             world_size: int | None = None) -> HarvestReport:
     """Harvest ``cfg.sites`` activations of ``model`` (a HookedModel) into ``cfg.out``."""
     started = time.perf_counter()
@@ -190,7 +191,7 @@ def harvest(model, cfg: HarvestConfig, progress: bool = True, rank: int | None =
                          size / stored if stored else 0.0, manifest["content_hash"], manifest["complete"])
 
 
-def _run(model, cfg, plan: _Plan, sites, docs, out: Path, header: dict, mine: set[int],
+def _run(model: Model, cfg, plan: _Plan, sites, docs, out: Path, header: dict, mine: set[int],
          progress: bool, write_manifest: bool) -> int:
     if not mine:
         return 0
@@ -232,7 +233,7 @@ def _shard_rows(cfg, plan: _Plan, i: int) -> int:
     return min(plan.tokens_per_shard, cfg.n_tokens - i * plan.tokens_per_shard)
 
 
-def _forward_shard(model, ids: torch.Tensor, sites, batch_size: int, first_pos: int, dtype, bar) -> dict:
+def _forward_shard(model: Model, ids: torch.Tensor, sites, batch_size: int, first_pos: int, dtype, bar) -> dict:
     parts: dict[str, list[torch.Tensor]] = {str(s): [] for s in sites}
     for b in range(0, ids.shape[0], batch_size):
         chunk = ids[b:b + batch_size].to(model.device)

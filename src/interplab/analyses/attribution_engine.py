@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from interplab.analyses.metrics import answer_metric, normalise
 from interplab.analyses.patching import PatchingConfig, PatchingResult, activation_patching
 from interplab.core.errors import ConfigError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Apply, Patch
 from interplab.runtime.inputs import Batch
@@ -31,7 +32,7 @@ EMBED = Site(None, SiteKind.EMBED)
 
 
 # -- cells -------------------------------------------------------------------------------------
-def cells(model, config, n_pos: int) -> tuple[list[int], list[int], dict[str, list]]:
+def cells(model: Model, config, n_pos: int) -> tuple[list[int], list[int], dict[str, list]]:
     """Layers, positions and the cell axes (in ``activation_patching``'s order), range-checked."""
     layers = list(range(model.dims.n_layers)) if config.layers is None else list(config.layers)
     for layer in layers:
@@ -103,7 +104,7 @@ class Estimate:
     passes: dict[str, int]
 
 
-def linear_estimate(model, base: Batch, source: Batch, sites, config, answers, wrong) -> Estimate:
+def linear_estimate(model: Model, base: Batch, source: Batch, sites, config, answers, wrong) -> Estimate:
     """Attribution patching: cache the source (F), gradients at the base (F + B)."""
     with torch.no_grad():
         source_logits, cache = model.run_with_cache(source, sites)
@@ -131,7 +132,7 @@ def interpolation(site: Site, base: torch.Tensor, source: torch.Tensor, alpha: f
     return Apply(site, fn=fn)
 
 
-def ig_estimate(model, base: Batch, source: Batch, sites, config, answers, wrong) -> Estimate:
+def ig_estimate(model: Model, base: Batch, source: Batch, sites, config, answers, wrong) -> Estimate:
     """Integrated gradients: cache base and source (2F), then m gradient passes (m(F + B))."""
     cached = [*sites, EMBED] if config.ig_path == "inputs" else list(sites)
     with torch.no_grad():
@@ -183,7 +184,7 @@ def summary(effects: torch.Tensor, config):
 
 
 # -- the exact reference -----------------------------------------------------------------------
-def exact(model, clean: Batch, corrupt: Batch, answers, wrong, config, layers, positions
+def exact(model: Model, clean: Batch, corrupt: Batch, answers, wrong, config, layers, positions
           ) -> PatchingResult:
     """Exact activation patching of the same cells. Heads and resid_pre are sweeps of
     ``activation_patching``; an ``mlp`` node (a layer's mlp_out at every position at once) is

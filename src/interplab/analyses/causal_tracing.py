@@ -41,8 +41,9 @@ import torch
 from tqdm.auto import tqdm
 
 from interplab.analyses.metrics import answer_metric, normalise
-from interplab.core.config import param
+from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, choices
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
@@ -60,32 +61,28 @@ class CausalTracingConfig:
     """One causal-tracing sweep over layers × positions."""
 
     kind: str = param("resid_post", help=f"What to restore: one of {', '.join(KINDS)}.")
-    window: int = param(10, help="Layers restored together for mlp_out / attn_out, centred on each layer (ROME: 10); resid_post restores one.")
+    window: int = param(10, help="Layers restored together for mlp_out / attn_out, centred on each layer (ROME: 10); resid_post restores one.", ge=1)
     noise_scale: float = param(3.0, help="Noise std as a multiple of the embedding std over the vocabulary.")
     noise_std: float | None = param(None, help="Absolute noise std; overrides noise_scale when set.")
-    n_noise: int = param(1, help="Noise draws per prompt; the metric is averaged over them.")
+    n_noise: int = param(1, help="Noise draws per prompt; the metric is averaged over them.", ge=1)
     metric: str = param("prob", help="prob (p(answer)) or logit_diff (needs wrong answers).")
     layers: tuple[int, ...] | None = param(None, help="Layers to sweep (default: all).")
     positions: tuple[int, ...] | None = param(None, help="Positions to sweep (default: all).")
-    max_rows: int = param(512, help="Most rows (cell × noise draw) in one forward pass.")
+    max_rows: int = param(512, help="Most rows (cell × noise draw) in one forward pass.", ge=1)
     reuse_prefix: bool = param(True, help="Compute the clean prefix before the first subject token once.")
     naive: bool = param(False, help="Reference path: one full forward per prompt, draw and cell (slow).")
     seed: int = param(0, help="Seed of the noise, the bootstrap and the permutation tests.")
-    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.")
-    n_resamples: int = param(2000, help="Bootstrap resamples.")
+    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.", gt=0.0, lt=1.0)
+    n_resamples: int = param(2000, help="Bootstrap resamples.", ge=2)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"Unknown kind {self.kind!r}. Valid kinds: {choices(KINDS)}.")
         if self.metric not in TRACING_METRICS:
             raise ConfigError(f"Unknown metric {self.metric!r}. Valid: {choices(TRACING_METRICS)}.")
-        for name in ("window", "n_noise", "max_rows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_fields(self)  # the declared ranges
         if self.noise_scale < 0 or (self.noise_std is not None and self.noise_std < 0):
             raise ConfigError("noise_scale and noise_std must be >= 0 (a standard deviation).")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}.")
         if self.layers == () or self.positions == ():
             raise ConfigError("layers / positions is empty; leave it None to sweep them all.")
 
@@ -106,7 +103,7 @@ class CausalTracingResult:
     position_labels: list[str] = field(default_factory=list)
 
 
-def embedding_std(model, chunk: int = 8192) -> float:
+def embedding_std(model: Model, chunk: int = 8192) -> float:
     """Std of the embed site's values over every token of the vocabulary (all entries)."""
     embed, n = model.adapter.embed(), model.dims.d_vocab
     total = square = 0.0
@@ -137,7 +134,7 @@ def restored_layers(layer: int, config: CausalTracingConfig, n_layers: int) -> l
     return list(range(max(0, layer - w // 2), min(n_layers, layer - (-w // 2))))
 
 
-def _check_inputs(model, batch: Batch, subjects, answers, wrong, config) -> list[list[int]]:
+def _check_inputs(model: Model, batch: Batch, subjects, answers, wrong, config) -> list[list[int]]:
     n, n_pos = batch.shape
     if batch.padded:
         raise InputError(
@@ -167,7 +164,7 @@ def _check_inputs(model, batch: Batch, subjects, answers, wrong, config) -> list
     return out
 
 
-def causal_tracing(model, prompts, subject_positions, answers, wrong=None,
+def causal_tracing(model: Model, prompts, subject_positions, answers, wrong=None,
                    config: CausalTracingConfig = CausalTracingConfig()) -> CausalTracingResult:
     """Trace every (layer, position) cell of ``config``; see the module docstring."""
     batch = model.to_batch(prompts)
@@ -238,7 +235,7 @@ def _edits(config, rows_cells, prompt, clean_acts, subject, noised, cells, n_lay
     return edits
 
 
-def _naive(model, config, one, prompt, clean_acts, subject, noised, cells, score) -> torch.Tensor:
+def _naive(model: Model, config, one, prompt, clean_acts, subject, noised, cells, score) -> torch.Tensor:
     out = torch.empty(config.n_noise, len(cells) + 1)
     for k in range(config.n_noise):
         for c in range(-1, len(cells)):
@@ -247,7 +244,7 @@ def _naive(model, config, one, prompt, clean_acts, subject, noised, cells, score
     return out
 
 
-def _batched(model, config, one, prompt, clean_acts, subject, noised, cells, score) -> torch.Tensor:
+def _batched(model: Model, config, one, prompt, clean_acts, subject, noised, cells, score) -> torch.Tensor:
     start = min(subject) if config.reuse_prefix and is_causal(model) else 0
     kv = prefix_states(model, one) if start > 0 else None
     if kv is not None and any(k.shape[2] < one.shape[1] for k, _ in kv):

@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 
 from interplab.core.errors import ConfigError, InputError, choices
+from interplab.core.model import Model
 from interplab.core.sites import as_sites
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def check_reduction(reduction: str) -> None:
         )
 
 
-def collect(model, prompts: Sequence[str] | torch.Tensor, sites: Sequence[str] | str,
+def collect(model: Model, prompts: Sequence[str] | torch.Tensor, sites: Sequence[str] | str,
             reduction: str = "last", batch_size: int = 16,
             ) -> dict[str, Float[torch.Tensor, "n d"]]:
     """One reduced activation per prompt at every site: ``{str(site): [n, d] float32 CPU}``.

@@ -43,8 +43,9 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from interplab.core.config import param
+from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, UnsupportedArchitectureError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.models.norms import norm_convention
 from interplab.stats import bootstrap_ci
@@ -59,15 +60,12 @@ class DLAConfig:
     position: int = param(-1, help="Token position to attribute (negative counts from each prompt's end).")
     heads: bool = param(True, help="Split attention into heads (z[h] times the head's out-projection slice).")
     neurons: bool = param(True, help="Split MLPs into neurons (mlp.hidden times down-projection columns).")
-    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals over prompts.")
-    n_resamples: int = param(2000, help="Bootstrap resamples.")
+    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals over prompts.", gt=0.0, lt=1.0)
+    n_resamples: int = param(2000, help="Bootstrap resamples.", ge=2)
     seed: int = param(0, help="Seed of the bootstrap.")
 
     def __post_init__(self) -> None:
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}.")
-        if self.n_resamples < 2:
-            raise ConfigError(f"n_resamples must be >= 2, got {self.n_resamples}.")
+        check_fields(self)  # the declared ranges
 
 
 @dataclass
@@ -142,7 +140,7 @@ def _in_out(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return w.double(), None if module.bias is None else module.bias.double()
 
 
-def _branch_norm(model, layer: int, which: str) -> nn.Module | None:
+def _branch_norm(model: Model, layer: int, which: str) -> nn.Module | None:
     """The norm a branch's output passes before the residual stream (Gemma 3), or None."""
     a = model.adapter
     outer = a.attn_out_point(layer).module if which == "attn" else a.mlp_branch(layer)
@@ -150,7 +148,7 @@ def _branch_norm(model, layer: int, which: str) -> nn.Module | None:
     return None if outer is inner else outer
 
 
-def _split(model, layer, which, act, branch_out, u) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(model: Model, layer, which, act, branch_out, u) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-unit contributions [prompt, d_in] and bias term [prompt] of one branch along u.
 
     The branch adds ``post(act @ W + b)``; with a frozen post-norm ``P(·) * scale + nb`` (or none)
@@ -183,7 +181,7 @@ def _check_answers(answers, wrong, n: int, vocab: int) -> None:
             )
 
 
-def direct_logit_attribution(model, prompts, answers, wrong=None, config: DLAConfig = DLAConfig()) -> DLAResult:
+def direct_logit_attribution(model: Model, prompts, answers, wrong=None, config: DLAConfig = DLAConfig()) -> DLAResult:
     """Attribute the logit difference at ``config.position`` of every prompt (see the module
     doc). Prompts may differ in length: positions follow each prompt's attention mask."""
     batch = model.to_batch(prompts)

@@ -15,6 +15,7 @@ from interplab.analyses.steering import SteeringVector
 from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Block, Lines, Table, Text
 from interplab.core.config import RunFields, param
+from interplab.core.model import Model
 from interplab.core.result import Result
 
 
@@ -86,7 +87,7 @@ class GenerateResult(Result):
                 Table(["token", *[f"{k}: token, log p" for k in runs]], rows)]
 
 
-def _continuation(model, out) -> Continuation:
+def _continuation(model: Model, out) -> Continuation:
     ids = out.new_tokens[0].tolist()
     logp = torch.log_softmax(out.logits[0].double(), -1).gather(-1, out.new_tokens[0, :, None].to(out.logits.device))
     decode = model.tokenizer.decode if model.tokenizer is not None else str

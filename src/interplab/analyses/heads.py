@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from interplab.core.config import param
+from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.stats import CI, bootstrap_ci
 
@@ -131,7 +132,7 @@ def repeated_random_tokens(n: int, half_length: int, vocab_size: int, exclude=()
     return torch.cat(parts, 1)
 
 
-def _special_ids(model) -> tuple[set[int], int | None]:
+def _special_ids(model: Model) -> tuple[set[int], int | None]:
     cfg, tok = model.hf.config, model.tokenizer
     ids: set[int] = set()
     for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
@@ -150,23 +151,16 @@ def _special_ids(model) -> tuple[set[int], int | None]:
 class HeadDetectionConfig:
     """Random repeated sequences to score every head on."""
 
-    n_sequences: int = param(64, help="Random sequences to score (the bootstrap's samples).")
-    half_length: int = param(20, help="Length of the random block r; each sequence is [bos] r r.")
+    n_sequences: int = param(64, help="Random sequences to score (the bootstrap's samples; >= 2 for a CI).", ge=2)
+    half_length: int = param(20, help="Length of the random block r; each sequence is [bos] r r.", ge=2)
     prepend_bos: bool = param(True, help="Start every sequence with the model's BOS token, if it has one.")
-    batch_size: int = param(32, help="Sequences per forward pass.")
+    batch_size: int = param(32, help="Sequences per forward pass.", ge=1)
     seed: int = param(0, help="Seed of the random tokens and of the bootstrap.")
-    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.")
-    n_resamples: int = param(2000, help="Bootstrap resamples.")
+    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.", gt=0.0, lt=1.0)
+    n_resamples: int = param(2000, help="Bootstrap resamples.", ge=2)
 
     def __post_init__(self) -> None:
-        if self.n_sequences < 2:
-            raise ConfigError(f"n_sequences must be >= 2 for a confidence interval, got {self.n_sequences}.")
-        if self.half_length < 2:
-            raise ConfigError(f"half_length must be >= 2, got {self.half_length}.")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}.")
+        check_fields(self)  # the declared ranges
 
 
 @dataclass
@@ -188,7 +182,7 @@ class HeadScores:
         return [(int(i) // n_heads, int(i) % n_heads, float(v)) for v, i in zip(flat.values, flat.indices)]
 
 
-def score_heads(model, input_ids: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
+def score_heads(model: Model, input_ids: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """Every detector and summary for every head on unpadded ``input_ids`` [seq, pos]:
     name -> [seq, layer, head]. Caches one batch's patterns at a time."""
     if input_ids.ndim != 2:
@@ -204,7 +198,7 @@ def score_heads(model, input_ids: torch.Tensor, batch_size: int = 32) -> dict[st
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
-def detect_heads(model, config: HeadDetectionConfig = HeadDetectionConfig()) -> HeadScores:
+def detect_heads(model: Model, config: HeadDetectionConfig = HeadDetectionConfig()) -> HeadScores:
     """Score every head on seeded random repeated tokens; see the module docstring."""
     exclude, bos = _special_ids(model)
     bos = bos if config.prepend_bos else None

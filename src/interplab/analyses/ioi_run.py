@@ -24,6 +24,7 @@ from interplab.analyses.patching_run import PatchRunResult
 from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Block, Heading, Lines, Scatter, Table, Text, ci_text
 from interplab.core.config import RunFields, param
+from interplab.core.model import Model
 from interplab.core.result import Result
 from interplab.stats import CI, bootstrap_ci
 from interplab.tasks.aligned import aligned_task
@@ -197,7 +198,7 @@ def demo(cfg: IOIRunConfig, ctx: Context) -> IOIResult:
         attribution=attribution, seconds=time.time() - t0)
 
 
-def _baselines(model, task, cfg: IOIRunConfig) -> Baselines:
+def _baselines(model: Model, task, cfg: IOIRunConfig) -> Baselines:
     rows = torch.arange(len(task))
     with torch.no_grad():
         c = model.run(task.clean)[:, -1].float()
@@ -209,13 +210,13 @@ def _baselines(model, task, cfg: IOIRunConfig) -> Baselines:
     return Baselines(ld_c, ld_k, ci_c, ci_k, acc)
 
 
-def _lens(model, task) -> LensCurve:
+def _lens(model: Model, task) -> LensCurve:
     result = logit_lens(model, LogitLensConfig(prompt=task.clean_text[0]))
     probs = result.lens_logits.softmax(-1)[:, int(task.answers[0])]
     return LensCurve(task.clean_text[0], task.meta["answer_words"][0], probs, result.final_prob)
 
 
-def _attribution(model, task, exact, cfg: IOIRunConfig) -> dict[str, VsExact]:
+def _attribution(model: Model, task, exact, cfg: IOIRunConfig) -> dict[str, VsExact]:
     out = {}
     for method in METHODS:
         config = AttributionConfig(nodes="heads", method=method, n_resamples=cfg.n_resamples, seed=cfg.seed)

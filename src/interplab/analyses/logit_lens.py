@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from interplab.core.config import param
+from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 
 
@@ -24,14 +25,13 @@ class LogitLensConfig:
 
     prompt: str = param(help="The prompt whose next-token prediction is read layer by layer.")
     model: str = param("smollm2-135m", help="Model name, local directory, GGUF file or hub id.")
-    top_k: int = param(5, help="How many top tokens to keep per layer.")
+    top_k: int = param(5, help="How many top tokens to keep per layer.", ge=1)
     position: int = param(-1, help="Token position to read (negative counts from the end).")
 
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ConfigError("LogitLensConfig.prompt is empty; give the text to read.")
-        if self.top_k < 1:
-            raise ConfigError(f"LogitLensConfig.top_k must be >= 1, got {self.top_k}.")
+        check_fields(self)  # the declared ranges
 
 
 @dataclass
@@ -50,7 +50,7 @@ class LogitLensResult:
     lens_logits: torch.Tensor  # [layer, d_vocab]
 
 
-def logit_lens(model, config: LogitLensConfig) -> LogitLensResult:
+def logit_lens(model: Model, config: LogitLensConfig) -> LogitLensResult:
     """Run the prompt once, caching every resid_post at one position, and decode each."""
     batch = model.to_batch(config.prompt)
     n = int(batch.lengths[0])

@@ -25,8 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from interplab.analyses.metrics import answer_metric, check_metric, normalise
-from interplab.core.config import param
+from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, choices
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
@@ -49,12 +50,12 @@ class PatchingConfig:
     metric: str = param("logit_diff", help="logit_diff, prob, loss or kl.")
     layers: tuple[int, ...] | None = param(None, help="Layers to sweep (default: all).")
     positions: tuple[int, ...] | None = param(None, help="Positions to sweep (default: all).")
-    max_rows: int = param(512, help="Most rows (cell × prompt) in one forward pass.")
+    max_rows: int = param(512, help="Most rows (cell × prompt) in one forward pass.", ge=1)
     reuse_prefix: bool = param(True, help="Compute the unchanged prefix before a patched position once.")
-    layer_buckets: int = param(3, help="Rows start at the first layer of their cell's bucket (where the adapter allows); 1 = always layer 0.")
+    layer_buckets: int = param(3, help="Rows start at the first layer of their cell's bucket (where the adapter allows); 1 = always layer 0.", ge=1)
     naive: bool = param(False, help="Reference path: one forward per cell and prompt (slow).")
-    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.")
-    n_resamples: int = param(2000, help="Bootstrap resamples.")
+    confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.", gt=0.0, lt=1.0)
+    n_resamples: int = param(2000, help="Bootstrap resamples.", ge=2)
     seed: int = param(0, help="Seed of the bootstrap and permutation tests.")
 
     def __post_init__(self) -> None:
@@ -63,12 +64,7 @@ class PatchingConfig:
         if self.direction not in DIRECTIONS:
             raise ConfigError(f"Unknown direction {self.direction!r}. Valid: {choices(DIRECTIONS)}.")
         check_metric(self.metric)
-        if self.layer_buckets < 1:
-            raise ConfigError(f"layer_buckets must be >= 1, got {self.layer_buckets}.")
-        if self.max_rows < 1:
-            raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}.")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}.")
+        check_fields(self)  # the declared ranges
 
 
 @dataclass
@@ -92,7 +88,7 @@ class _Cell:
     pos: int | None
 
 
-def _check_inputs(model, clean: Batch, corrupt: Batch, answers, wrong) -> None:
+def _check_inputs(model: Model, clean: Batch, corrupt: Batch, answers, wrong) -> None:
     if clean.shape[0] == 0:
         raise InputError("Empty prompt set: patching needs at least one clean/corrupt pair.")
     if clean.shape != corrupt.shape:
@@ -116,7 +112,7 @@ def _check_inputs(model, clean: Batch, corrupt: Batch, answers, wrong) -> None:
         raise InputError(f"Answer token ids must be in 0..{vocab - 1}.")
 
 
-def _cells(model, config: PatchingConfig, n_pos: int) -> tuple[list[_Cell], dict[str, list]]:
+def _cells(model: Model, config: PatchingConfig, n_pos: int) -> tuple[list[_Cell], dict[str, list]]:
     layers = list(range(model.dims.n_layers)) if config.layers is None else list(config.layers)
     for layer in layers:
         model.site(Site(layer, SiteKind.RESID_PRE))  # range check with a teaching message
@@ -150,7 +146,7 @@ def _value(source_acts, cell: _Cell, site: Site, prompts: torch.Tensor) -> torch
     return acts if cell.pos is None else acts[:, cell.pos : cell.pos + 1]
 
 
-def activation_patching(model, clean: Batch, corrupt: Batch, answers: torch.Tensor,
+def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: torch.Tensor,
                         wrong: torch.Tensor, config: PatchingConfig = PatchingConfig()
                         ) -> PatchingResult:
     """Sweep ``config.sweep`` over layers (× heads) (× positions); see the module docstring."""
@@ -195,7 +191,7 @@ def activation_patching(model, clean: Batch, corrupt: Batch, answers: torch.Tens
     return PatchingResult(config, axes, effects, raw, clean_m, corrupt_m, summary, labels)
 
 
-def _naive(model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
+def _naive(model: Model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
     out = torch.empty(n, len(cells))
     for ci, cell in enumerate(tqdm(cells, desc="patching (naive)", disable=len(cells) < 50)):
         site = _site(config, cell)
@@ -209,7 +205,7 @@ def _naive(model, config, base: Batch, source_acts, cells, n, score) -> torch.Te
     return out
 
 
-def _batched(model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
+def _batched(model: Model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
     # Rows start at the patched position (prefix reuse) and at the first layer of their cell's
     # bucket (layer skipping): below it, and before that position, they equal the base run.
     n_layers = model.dims.n_layers

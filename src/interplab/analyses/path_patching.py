@@ -22,8 +22,9 @@ import torch
 
 from interplab.analyses.metrics import answer_metric, check_metric, normalise
 from interplab.analyses.patching import _check_inputs
-from interplab.core.config import param
+from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
@@ -37,9 +38,9 @@ class PathPatchingConfig:
     receivers: tuple[str, ...] = param((), help="Receiver sites, e.g. ('L9.attn.q[h9]', 'L10.attn.q[h7]').")
     sender_layers: tuple[int, ...] | None = param(None, help="Layers whose heads are senders (default: all before the first receiver).")
     metric: str = param("logit_diff", help="logit_diff, prob, loss or kl.")
-    max_rows: int = param(256, help="Most rows (sender × prompt) per forward.")
+    max_rows: int = param(256, help="Most rows (sender × prompt) per forward.", ge=1)
     naive: bool = param(False, help="Reference path: one sender and prompt at a time.")
-    n_resamples: int = param(2000, help="Bootstrap resamples.")
+    n_resamples: int = param(2000, help="Bootstrap resamples.", ge=2)
     seed: int = param(0, help="Seed of the statistics.")
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class PathPatchingConfig:
             raise ConfigError("Path patching needs at least one receiver site, e.g. 'L9.attn.q[h9]'.")
         object.__setattr__(self, "receivers", tuple(str(Site.parse(r)) for r in self.receivers))
         check_metric(self.metric)
+        check_fields(self)  # the declared ranges
 
 
 @dataclass
@@ -60,7 +62,7 @@ class PathPatchingResult:
     summary: EffectSummary | None = None
 
 
-def path_patching(model, clean, corrupt, answers, wrong, config: PathPatchingConfig) -> PathPatchingResult:
+def path_patching(model: Model, clean, corrupt, answers, wrong, config: PathPatchingConfig) -> PathPatchingResult:
     clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
     answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
     _check_inputs(model, clean, corrupt, answers, wrong)

@@ -37,6 +37,7 @@ from interplab.analyses.probe_fit import FITTERS, SPLITS, auroc, auroc_ci, split
 from interplab.core.artifacts import write_artifact
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InputError, choices
+from interplab.core.model import Model
 from interplab.core.sites import Site
 from interplab.stats.bootstrap import CI, bootstrap_ci
 
@@ -320,7 +321,7 @@ class LayerSweep:
                 "control_accuracy": self.control_accuracy.tolist(), "config": to_dict(self.config)}
 
 
-def probe_layers(model, dataset, sites: Sequence[str] | str, cfg: ProbeConfig | None = None,
+def probe_layers(model: Model, dataset, sites: Sequence[str] | str, cfg: ProbeConfig | None = None,
                  batch_size: int = 16) -> LayerSweep:
     """Fit a probe at every site from one collection pass over ``dataset`` (a LabelledDataset).
 

@@ -39,6 +39,7 @@ from safetensors.torch import load_file
 
 from interplab.core.artifacts import write_artifact
 from interplab.core.errors import ConfigError, InputError, InterplabError, choices
+from interplab.core.model import Model
 from interplab.core.sites import Site, as_sites
 from interplab.interventions.spec import Steer
 
@@ -183,7 +184,7 @@ def _check_sets(pos, neg, what: str, paired: bool) -> None:
         )
 
 
-def _model_sites(model, sites) -> list[Site]:
+def _model_sites(model: Model, sites) -> list[Site]:
     out = [model.site(s) for s in as_sites(sites)]  # SiteError before any forward
     if not out:
         raise InputError("No sites given: pass at least one, e.g. 'L10.resid_post'.")
@@ -227,7 +228,7 @@ def diff_means_from_acts(pos_acts, neg_acts) -> dict[str, torch.Tensor]:
     return out
 
 
-def diff_means(model, pos_prompts, neg_prompts, sites, reduction: str = "last",
+def diff_means(model: Model, pos_prompts, neg_prompts, sites, reduction: str = "last",
                batch_size: int = 16) -> SteeringVector:
     """CAA / difference-of-means vector at ``sites`` from reduced activations (``collect``)."""
     pos, neg = _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction, batch_size,
@@ -236,7 +237,7 @@ def diff_means(model, pos_prompts, neg_prompts, sites, reduction: str = "last",
         "reduction": reduction, "n_pos": len(pos_prompts), "n_neg": len(neg_prompts)})
 
 
-def _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction: str, batch_size: int,
+def _contrastive_acts(model: Model, pos_prompts, neg_prompts, sites, reduction: str, batch_size: int,
                       method: str, paired: bool):
     """Check the sets, reduction and sites (before any forward), then collect both sets."""
     from interplab.analyses.collect import check_reduction, collect
@@ -248,7 +249,7 @@ def _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction: str, ba
             collect(model, neg_prompts, site_list, reduction, batch_size))
 
 
-def _shaped(model, vecs: dict[str, torch.Tensor], method: str, meta: dict) -> SteeringVector:
+def _shaped(model: Model, vecs: dict[str, torch.Tensor], method: str, meta: dict) -> SteeringVector:
     """Reshape flattened [d] vectors back to the site's shape (e.g. per-head sites stay [d_head])."""
     out = {}
     for s, v in vecs.items():
@@ -282,7 +283,7 @@ def pca_diff_from_acts(pos_acts, neg_acts) -> dict[str, torch.Tensor]:
     return out
 
 
-def pca_diff(model, pos_prompts, neg_prompts, sites, reduction: str = "last",
+def pca_diff(model: Model, pos_prompts, neg_prompts, sites, reduction: str = "last",
              batch_size: int = 16) -> SteeringVector:
     """RepE PCA vector from paired prompts (``pos_prompts[i]`` is the partner of ``neg_prompts[i]``)."""
     pos, neg = _contrastive_acts(model, pos_prompts, neg_prompts, sites, reduction, batch_size,
@@ -300,7 +301,7 @@ def actadd_from_acts(pos_act: torch.Tensor, neg_act: torch.Tensor) -> torch.Tens
     return pos_act.float() - neg_act.float()
 
 
-def actadd(model, pos_prompt, neg_prompt, sites, pad_token: int | None = None) -> SteeringVector:
+def actadd(model: Model, pos_prompt, neg_prompt, sites, pad_token: int | None = None) -> SteeringVector:
     """ActAdd vector from one prompt pair: per-position activation differences ``[n, *site]``,
     added from the steered prompt's first token. Prompts are strings or 1-D token ids; the
     shorter is right-padded with ``pad_token`` (default: the tokenizer's token for ``" "``)."""
@@ -321,7 +322,7 @@ def actadd(model, pos_prompt, neg_prompt, sites, pad_token: int | None = None) -
                                            "neg_prompt": _text(neg_prompt)})
 
 
-def _ids(model, prompt) -> torch.Tensor:
+def _ids(model: Model, prompt) -> torch.Tensor:
     if isinstance(prompt, torch.Tensor):
         ids = prompt.long().flatten().cpu()
     else:
@@ -329,7 +330,7 @@ def _ids(model, prompt) -> torch.Tensor:
     return ids
 
 
-def _space_token(model) -> int:
+def _space_token(model: Model) -> int:
     tok = model.tokenizer
     if tok is None:
         raise InputError("actadd: the prompts tokenize to different lengths and this model has no "

@@ -33,6 +33,7 @@ from interplab.analyses.steering import SteeringVector, site_order
 from interplab.analyses.steering_apply import steer_interventions
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError, choices
+from interplab.core.model import Model
 from interplab.stats import CI, bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class SteeringEval:
     method: str
 
 
-def evaluate_steering(model, vector: SteeringVector, prompts, cfg: SteeringEvalConfig,
+def evaluate_steering(model: Model, vector: SteeringVector, prompts, cfg: SteeringEvalConfig,
                       probe=None, neutral: torch.Tensor | None = None, progress: bool = False) -> SteeringEval:
     """Sweep ``cfg.scales``; see the module docstring. ``neutral`` overrides the corpus with
     token ids ``[n, ctx]`` (e.g. for a model without a tokenizer). ``progress`` shows a bar
@@ -141,7 +142,7 @@ def least_squares_slope(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # -- the target measure -----------------------------------------------------------------------
-def _measure(model, vector: SteeringVector, cfg: SteeringEvalConfig, probe):
+def _measure(model: Model, vector: SteeringVector, cfg: SteeringEvalConfig, probe):
     if cfg.target == "logit_diff":
         a, b = (_single_token(model, t) for t in cfg.target_tokens)
 
@@ -177,7 +178,7 @@ def _measure(model, vector: SteeringVector, cfg: SteeringEvalConfig, probe):
     return probe_score
 
 
-def _single_token(model, token) -> int:
+def _single_token(model: Model, token) -> int:
     if isinstance(token, int):
         return token
     if model.tokenizer is None:
@@ -221,7 +222,7 @@ def _first(prompts, n: int):
     return prompts[:n]
 
 
-def _check_positions(model, vector, prompts, cfg) -> None:
+def _check_positions(model: Model, vector, prompts, cfg) -> None:
     """Run the Steer checks (widths, rows, positions) on the real batch before any forward."""
     batch = model.to_batch(prompts)
     nonzero = [s for s in cfg.scales if float(s) != 0.0] or [1.0]
@@ -230,7 +231,7 @@ def _check_positions(model, vector, prompts, cfg) -> None:
         pass
 
 
-def _neutral(model, cfg: SteeringEvalConfig, neutral):
+def _neutral(model: Model, cfg: SteeringEvalConfig, neutral):
     if neutral is not None:
         neutral = torch.as_tensor(neutral).long()
         if neutral.ndim != 2 or neutral.shape[1] < 2:
@@ -248,7 +249,7 @@ def _neutral(model, cfg: SteeringEvalConfig, neutral):
 
 
 # -- side effects -----------------------------------------------------------------------------
-def _side_effects(model, vector, neutral, scales, cfg, tick=lambda: None):
+def _side_effects(model: Model, vector, neutral, scales, cfg, tick=lambda: None):
     base = torch.log_softmax(model.run(neutral).double(), -1)
     kls, ppls = [], []
     for s in scales:
@@ -265,7 +266,7 @@ def _side_effects(model, vector, neutral, scales, cfg, tick=lambda: None):
     return torch.stack(kls).cpu(), torch.stack(ppls).cpu()
 
 
-def _generations(model, vector, prompts, scales, cfg, tick=lambda: None):
+def _generations(model: Model, vector, prompts, scales, cfg, tick=lambda: None):
     n = min(cfg.n_samples, _n_prompts(prompts))
     if cfg.max_new_tokens == 0 or n == 0:
         return None, None
@@ -282,7 +283,7 @@ def _generations(model, vector, prompts, scales, cfg, tick=lambda: None):
     return torch.stack(lengths, 1), samples
 
 
-def _eos(model) -> int | None:
+def _eos(model: Model) -> int | None:
     tok = model.tokenizer
     if tok is not None and tok.eos_token_id is not None:
         return int(tok.eos_token_id)

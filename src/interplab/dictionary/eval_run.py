@@ -24,6 +24,7 @@ from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Bars, Block, Heading, Lines, Table, Text
 from interplab.core.config import RunFields, fields_of, param
 from interplab.core.errors import ConfigError, InputError
+from interplab.core.model import Model
 from interplab.core.result import Result
 from interplab.dictionary.evaluate import EvalConfig, evaluate
 from interplab.dictionary.features import FeatureConfig, feature_stats
@@ -136,7 +137,7 @@ class EvalSaeResult(Result):
         return out
 
 
-def held_out_contexts(model, cfg: EvalSaeConfig) -> torch.Tensor:
+def held_out_contexts(model: Model, cfg: EvalSaeConfig) -> torch.Tensor:
     """``n_contexts`` packed contexts of the corpus after the store's and ``skip_contexts``."""
     from interplab.activations import ActivationStore, CorpusConfig, iter_documents, pack
 

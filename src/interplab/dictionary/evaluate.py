@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from interplab.activations.source import BatchSource
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError
+from interplab.core.model import Model
 from interplab.dictionary.base import Dictionary
 from interplab.dictionary.metrics import (
     DENSE_THRESHOLD,
@@ -138,7 +139,7 @@ class EvalResult:
 
 
 # -- the evaluation ---------------------------------------------------------------------------
-def evaluate(model, dictionary: Dictionary, data: Tensor | BatchSource,
+def evaluate(model: Model, dictionary: Dictionary, data: Tensor | BatchSource,
              cfg: EvalConfig | None = None) -> EvalResult:
     """Evaluate ``dictionary`` on token contexts (``LongTensor [n, ctx]``, run through the
     HookedModel ``model``) or on an activation ``BatchSource`` (reconstruction and sparsity
@@ -176,7 +177,7 @@ def _kl(logp_p: Tensor, logp_q: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _on_contexts(model, dictionary: Dictionary, contexts: Tensor, cfg: EvalConfig) -> EvalResult:
+def _on_contexts(model: Model, dictionary: Dictionary, contexts: Tensor, cfg: EvalConfig) -> EvalResult:
     if model is None:
         raise InputError("Evaluating on token contexts needs the model (a HookedModel).")
     check_sites(model, dictionary)
@@ -209,7 +210,7 @@ def _on_contexts(model, dictionary: Dictionary, contexts: Tensor, cfg: EvalConfi
     return _result(dictionary, cfg, stats, down if cfg.downstream else None, n)
 
 
-def _three_ways(model, dictionary, tokens, keep, keep_flat, cfg, down: _Downstream) -> SpliceRecord:
+def _three_ways(model: Model, dictionary, tokens, keep, keep_flat, cfg, down: _Downstream) -> SpliceRecord:
     targets = tokens[:, 1:]
     scored = keep[:, 1:].to(torch.float64)
     down.rows["n"].append(scored.sum(-1).cpu())
@@ -228,7 +229,7 @@ def _three_ways(model, dictionary, tokens, keep, keep_flat, cfg, down: _Downstre
     return record
 
 
-def _activations_only(model, dictionary: Dictionary, tokens: Tensor) -> SpliceRecord:
+def _activations_only(model: Model, dictionary: Dictionary, tokens: Tensor) -> SpliceRecord:
     cfg = dictionary.cfg
     _, cache = model.run_with_cache(tokens, list(dict.fromkeys([cfg.input_site, cfg.target_site])))
     x = cache[cfg.input_site].reshape(-1, cfg.d_in)

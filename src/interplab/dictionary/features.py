@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from interplab.core.artifacts import write_artifact
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InterplabError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.dictionary.base import Dictionary
 from interplab.dictionary.splice import bos_id, check_contexts, check_sites
@@ -218,7 +219,7 @@ class _TopN:
 
 
 @torch.no_grad()
-def feature_stats(model, dictionary: Dictionary, contexts: Tensor, cfg: FeatureConfig | None = None
+def feature_stats(model: Model, dictionary: Dictionary, contexts: Tensor, cfg: FeatureConfig | None = None
                   ) -> FeatureStats:
     """Statistics of every latent of ``dictionary`` over ``contexts`` (``LongTensor [n,
     ctx]``, unpadded), read through the HookedModel ``model``."""
@@ -282,7 +283,7 @@ def feature_stats(model, dictionary: Dictionary, contexts: Tensor, cfg: FeatureC
 
 
 @torch.no_grad()
-def logit_effects(model, dictionary: Dictionary, k: int, chunk: int = 1024
+def logit_effects(model: Model, dictionary: Dictionary, k: int, chunk: int = 1024
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """``(top_ids, top_values, bottom_ids, bottom_values)``, each ``[d_sae, k]``: the largest and
     smallest entries of ``W_dec[i] / out_scale · diag(γ) · W_Uᵀ`` (see the module docstring);

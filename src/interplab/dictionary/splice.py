@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from interplab.core.errors import ConfigError, InputError, InterventionError
+from interplab.core.model import Model
 from interplab.core.sites import Site
 from interplab.dictionary.base import Dictionary
 from interplab.interventions.spec import Apply
@@ -107,7 +108,7 @@ def zero_hooks(dictionary: Dictionary, keep: Tensor | None = None) -> list:
     return [Apply(dictionary.cfg.target_site, fn=zero)]
 
 
-def spliced_logits(model, dictionary: Dictionary, tokens: Tensor, keep: Tensor | None = None
+def spliced_logits(model: Model, dictionary: Dictionary, tokens: Tensor, keep: Tensor | None = None
                    ) -> tuple[Tensor, SpliceRecord]:
     """Logits ``[batch, ctx, d_vocab]`` of ``model`` (a HookedModel) with the dictionary
     spliced in, and the record of what it saw."""
@@ -118,7 +119,7 @@ def spliced_logits(model, dictionary: Dictionary, tokens: Tensor, keep: Tensor |
 
 
 # -- checks shared by evaluate and features: refuse before any forward pass -------------------
-def check_sites(model, dictionary: Dictionary, need_target: bool = True) -> None:
+def check_sites(model: Model, dictionary: Dictionary, need_target: bool = True) -> None:
     """The dictionary's sites exist on ``model`` and its widths are the sites' widths."""
     cfg = dictionary.cfg
     if not cfg.input_site:
@@ -140,7 +141,7 @@ def check_sites(model, dictionary: Dictionary, need_target: bool = True) -> None
             )
 
 
-def check_contexts(model, contexts: Tensor, min_len: int = 1) -> Tensor:
+def check_contexts(model: Model, contexts: Tensor, min_len: int = 1) -> Tensor:
     """``contexts`` as an unpadded ``[n, ctx]`` long tensor of ids within the vocabulary."""
     if not isinstance(contexts, Tensor) or contexts.ndim != 2:
         got = tuple(contexts.shape) if isinstance(contexts, Tensor) else type(contexts).__name__
@@ -164,7 +165,7 @@ def check_contexts(model, contexts: Tensor, min_len: int = 1) -> Tensor:
     return contexts.long()
 
 
-def bos_id(model) -> int | None:
+def bos_id(model: Model) -> int | None:
     """The model's BOS token id (tokenizer first, then the HF config), or None."""
     tok = getattr(model, "tokenizer", None)
     bos = getattr(tok, "bos_token_id", None) if tok is not None else None

@@ -39,6 +39,7 @@ from interplab.analyses.circuits.graph import CircuitGraph
 from interplab.analyses.metrics import check_metric
 from interplab.core.config import param
 from interplab.core.errors import ConfigError
+from interplab.core.model import Model
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class ACDCResult:
         return [e for e, k in zip(self.edges, self.kept.tolist()) if k]
 
 
-def acdc(model, task: CircuitTask, config: ACDCConfig = ACDCConfig(),
+def acdc(model: Model, task: CircuitTask, config: ACDCConfig = ACDCConfig(),
          graph: CircuitGraph | None = None) -> ACDCResult:
     start = time.perf_counter()
     check_task(model, task, config.metric, config.ablation)

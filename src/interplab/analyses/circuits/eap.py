@@ -58,6 +58,7 @@ from interplab.analyses.circuits.graph import CircuitGraph, Receiver
 from interplab.analyses.metrics import check_metric
 from interplab.core.config import param
 from interplab.core.errors import ConfigError
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 
@@ -95,7 +96,7 @@ def grad_sites(graph: CircuitGraph) -> list[Site]:
     return sites
 
 
-def receiver_grads(model, graph: CircuitGraph, res) -> torch.Tensor:
+def receiver_grads(model: Model, graph: CircuitGraph, res) -> torch.Tensor:
     """dM/dx_r for every receiver: [n, pos, n_receivers, d_model], by VJPs of each receiver's
     norm + projection at its cached input (``res``: a ``GradientResult`` of ``grad_sites``)."""
     a = model.adapter
@@ -128,7 +129,7 @@ def _scores(graph: CircuitGraph, diff: torch.Tensor, grads: torch.Tensor) -> tor
     return out
 
 
-def eap(model, task: CircuitTask, config: EAPConfig = EAPConfig(),
+def eap(model: Model, task: CircuitTask, config: EAPConfig = EAPConfig(),
         graph: CircuitGraph | None = None) -> EdgeScores:
     """EAP or EAP-IG scores of every edge (see the module doc); the pass counts travel with
     the result."""

@@ -34,6 +34,7 @@ import torch
 from interplab.analyses.circuits.graph import CircuitGraph, Receiver
 from interplab.analyses.metrics import answer_metric, check_metric
 from interplab.core.errors import ConfigError, InputError, choices
+from interplab.core.model import Model
 from interplab.core.sites import Site, SiteKind
 
 ABLATIONS = ("corrupt", "mean", "zero")
@@ -79,7 +80,7 @@ class CircuitTask:
         return self.clean.shape[0]
 
 
-def check_task(model, task: CircuitTask, metric: str, ablation: str) -> None:
+def check_task(model: Model, task: CircuitTask, metric: str, ablation: str) -> None:
     """Refuse, before any forward, a task this model, metric and ablation cannot run."""
     check_metric(metric)
     check_ablation(ablation)
@@ -122,7 +123,7 @@ class Scorer:
                              clean)
 
 
-def attn_norm(model, layer: int):
+def attn_norm(model: Model, layer: int):
     """The norm the attention of ``layer`` reads its input through."""
     block = model.adapter.blocks()[layer]
     for name in ("input_layernorm", "ln_1"):
@@ -132,7 +133,7 @@ def attn_norm(model, layer: int):
                       f"{model.adapter.name} family.")
 
 
-def head_out_weights(model) -> list[torch.Tensor]:
+def head_out_weights(model: Model) -> list[torch.Tensor]:
     """Per layer the [n_heads, d_head, d_model] map from a head's z to its residual term
     (the out projection without its bias, read off the module so Linear and Conv1D agree)."""
     d = model.dims

@@ -30,6 +30,7 @@ from interplab.analyses.circuits.graph import CircuitGraph
 from interplab.analyses.metrics import check_metric
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, choices
+from interplab.core.model import Model
 
 ORDERINGS = ("absolute", "signed")
 
@@ -89,7 +90,7 @@ class EdgeScores:
         return [self.edges[i] for i in self.order(ordering)[:k].tolist()]
 
 
-def exact_edge_patching(model, task: CircuitTask, config: ExactConfig = ExactConfig(),
+def exact_edge_patching(model: Model, task: CircuitTask, config: ExactConfig = ExactConfig(),
                         graph: CircuitGraph | None = None) -> EdgeScores:
     """The effect of each edge alone: metric(only that edge ablated) - metric(clean)."""
     start = time.perf_counter()

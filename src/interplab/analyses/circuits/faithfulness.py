@@ -42,6 +42,7 @@ from interplab.analyses.circuits.graph import CircuitGraph
 from interplab.analyses.metrics import check_metric
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError
+from interplab.core.model import Model
 from interplab.stats.auroc import auroc as stats_auroc
 
 
@@ -89,7 +90,7 @@ def log_sizes(n_edges: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys([*sizes, n_edges]))
 
 
-def faithfulness(model, task: CircuitTask, scores: EdgeScores,
+def faithfulness(model: Model, task: CircuitTask, scores: EdgeScores,
                  config: FaithfulnessConfig = FaithfulnessConfig(),
                  graph: CircuitGraph | None = None) -> FaithfulnessResult:
     start = time.perf_counter()

@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from interplab.core.errors import ConfigError, UnsupportedArchitectureError
+from interplab.core.model import Model
 
 SUPPORTED_ADAPTERS = ("toy", "llama", "qwen", "gpt2", "gpt_neox")
 INPUTS = ("q", "k", "v")
@@ -199,7 +200,7 @@ class CircuitGraph:
         raise IndexError(edge_idx)
 
 
-def check_model(model) -> None:
+def check_model(model: Model) -> None:
     """Raise naming the reason when edge-level interventions cannot be exact on ``model``."""
     a, d = model.adapter, model.dims
     supported = ", ".join(SUPPORTED_ADAPTERS)

@@ -58,6 +58,7 @@ from interplab.analyses.patching import DIRECTIONS, PatchingResult, _check_input
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.model import Model
+from interplab.core.shapes import AnswerIds
 from interplab.stats import CI, EffectSummary
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class AttributionResult:
     seconds: float = 0.0  # wall time of the estimate (the exact sweep not included)
 
 
-def attribution_patching(model: Model, clean, corrupt, answers: torch.Tensor, wrong: torch.Tensor,
+def attribution_patching(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
                          config: AttributionConfig = AttributionConfig()) -> AttributionResult:
     """Estimate every node's patching effect from gradients; see the module docstring."""
     clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)

@@ -44,6 +44,7 @@ from interplab.analyses.metrics import answer_metric, normalise
 from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.model import Model
+from interplab.core.shapes import AnswerIds
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
@@ -164,7 +165,7 @@ def _check_inputs(model: Model, batch: Batch, subjects, answers, wrong, config) 
     return out
 
 
-def causal_tracing(model: Model, prompts, subject_positions, answers, wrong=None,
+def causal_tracing(model: Model, prompts, subject_positions, answers: AnswerIds, wrong: AnswerIds | None = None,
                    config: CausalTracingConfig = CausalTracingConfig()) -> CausalTracingResult:
     """Trace every (layer, position) cell of ``config``; see the module docstring."""
     batch = model.to_batch(prompts)

@@ -46,6 +46,7 @@ from transformers.pytorch_utils import Conv1D
 from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, UnsupportedArchitectureError
 from interplab.core.model import Model
+from interplab.core.shapes import AnswerIds
 from interplab.core.sites import Site, SiteKind
 from interplab.models.norms import norm_convention
 from interplab.stats import bootstrap_ci
@@ -181,7 +182,8 @@ def _check_answers(answers, wrong, n: int, vocab: int) -> None:
             )
 
 
-def direct_logit_attribution(model: Model, prompts, answers, wrong=None, config: DLAConfig = DLAConfig()) -> DLAResult:
+def direct_logit_attribution(model: Model, prompts, answers: AnswerIds, wrong: AnswerIds | None = None,
+                             config: DLAConfig = DLAConfig()) -> DLAResult:
     """Attribute the logit difference at ``config.position`` of every prompt (see the module
     doc). Prompts may differ in length: positions follow each prompt's attention mask."""
     batch = model.to_batch(prompts)

@@ -28,6 +28,7 @@ from interplab.analyses.metrics import answer_metric, check_metric, normalise
 from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.model import Model
+from interplab.core.shapes import AnswerIds, Effects, PerPrompt
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
@@ -73,10 +74,10 @@ class PatchingResult:
 
     config: PatchingConfig
     axes: dict[str, list]  # e.g. {"layer": [...], "pos": [...]} in the order of the cell axes
-    effects: torch.Tensor  # [prompt, *cells], 0 = corrupt, 1 = clean
-    raw: torch.Tensor  # [prompt, *cells], the metric itself
-    clean_metric: torch.Tensor  # [prompt]
-    corrupt_metric: torch.Tensor  # [prompt]
+    effects: Effects  # 0 = corrupt, 1 = clean
+    raw: Effects  # the metric itself
+    clean_metric: PerPrompt
+    corrupt_metric: PerPrompt
     summary: EffectSummary | None = None  # over the cells
     position_labels: list[str] = field(default_factory=list)
 
@@ -146,8 +147,8 @@ def _value(source_acts, cell: _Cell, site: Site, prompts: torch.Tensor) -> torch
     return acts if cell.pos is None else acts[:, cell.pos : cell.pos + 1]
 
 
-def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: torch.Tensor,
-                        wrong: torch.Tensor, config: PatchingConfig = PatchingConfig()
+def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: AnswerIds,
+                        wrong: AnswerIds, config: PatchingConfig = PatchingConfig()
                         ) -> PatchingResult:
     """Sweep ``config.sweep`` over layers (× heads) (× positions); see the module docstring."""
     clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)

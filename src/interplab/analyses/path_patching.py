@@ -25,6 +25,7 @@ from interplab.analyses.patching import _check_inputs
 from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError
 from interplab.core.model import Model
+from interplab.core.shapes import AnswerIds
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
 from interplab.runtime.inputs import Batch
@@ -62,7 +63,8 @@ class PathPatchingResult:
     summary: EffectSummary | None = None
 
 
-def path_patching(model: Model, clean, corrupt, answers, wrong, config: PathPatchingConfig) -> PathPatchingResult:
+def path_patching(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
+                  config: PathPatchingConfig) -> PathPatchingResult:
     clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
     answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
     _check_inputs(model, clean, corrupt, answers, wrong)

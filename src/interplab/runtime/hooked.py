@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import nn
 
 from interplab.core.errors import InterventionError, PositionError, SiteError
@@ -26,6 +27,9 @@ from interplab.runtime.context import CheckInfo, ForwardContext
 from interplab.runtime.inputs import Batch, as_batch
 
 log = logging.getLogger(__name__)
+
+Logits = Float[torch.Tensor, "batch pos d_vocab"]
+"""The model's logits (positions follow the attention mask; see ``runtime.inputs``)."""
 
 
 class HookedModel:
@@ -70,7 +74,7 @@ class HookedModel:
         return [Site(layer, SiteKind(kind)) for layer in range(self.dims.n_layers)]
 
     # -- forward passes ----------------------------------------------------------------------
-    def run(self, inputs, interventions: Iterable = ()) -> torch.Tensor:
+    def run(self, inputs, interventions: Iterable = ()) -> Logits:
         """Logits [batch, pos, d_vocab] with the given interventions applied."""
         batch = self.to_batch(inputs)
         with self.attached(interventions, batch=batch), torch.no_grad():
@@ -289,7 +293,7 @@ class HookedModel:
         return moved[rows, seq_idx].movedim(1, axis)
 
     # -- the forward itself ------------------------------------------------------------------
-    def forward_logits(self, batch: Batch) -> torch.Tensor:
+    def forward_logits(self, batch: Batch) -> Logits:
         """The logits of one full forward over ``batch`` with whatever hooks are attached."""
         ctx = ForwardContext(batch.positions, batch.lengths, "full")
         # No use_cache override: HF's default (config.use_cache) changes the key/value layout

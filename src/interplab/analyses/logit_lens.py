@@ -52,6 +52,8 @@ class LogitLensResult:
 
 def logit_lens(model: Model, config: LogitLensConfig) -> LogitLensResult:
     """Run the prompt once, caching every resid_post at one position, and decode each."""
+    if config.top_k > model.dims.d_vocab:
+        raise ConfigError(f"top_k={config.top_k} exceeds the vocabulary ({model.dims.d_vocab} tokens).")
     batch = model.to_batch(config.prompt)
     n = int(batch.lengths[0])
     if not -n <= config.position < n:

@@ -27,7 +27,7 @@ class ProbeRunConfig(RunFields):
     """Probes across layers on a built-in or user dataset."""
 
     dataset: str = param("sentiment", help="Built-in dataset (sentiment, truth, language, harmful), or a .jsonl/.csv file with text and label fields.")
-    n: int = param(200, help="Texts drawn from a built-in dataset (even).", ge=2)
+    n: int = param(200, help="Texts drawn from a built-in dataset (even).", ge=2, le=100_000)
     kind: str = param("resid_post", help="Site kind probed at every layer in `layers`.")
     layers: tuple[int, ...] = param((), help="Layers to probe; empty means every 5th layer and the last.")
     reduction: str = param("last", help="Position reduction: last or mean.")

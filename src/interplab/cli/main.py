@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import re
 import sys
 
 META = {"run": "run any analysis from a YAML/JSON config file (--list: every analysis and its fields)",
@@ -26,6 +27,8 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kw) -> None:
         kw["allow_abbrev"] = False
         super().__init__(*args, **kw)
+        # "-1,0,1" and "-2.5e-3" are values (list options take negative numbers), not options.
+        self._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+\-]*$")
 
     def error(self, message: str):
         choices = [a for action in self._actions for a in action.option_strings]
@@ -104,32 +107,42 @@ def _run(name: str, config) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from interplab.core.errors import InterplabError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: list[str]):
+    """Everything before the work: (command, parsed options, the analysis config or None).
+    Usage errors exit (2) from argparse; bad values raise interplab errors."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)  # --help and usage errors exit here, before torch
     if extra:  # the subcommand's own usage, with the closest option suggested
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    if args.command == "models" or (args.command == "run" and args.list):
+        return args.command, args, None
+    if args.command == "run":
+        if not args.config:
+            _subparser(parser, "run").error("give a config file (or --list)")
+        from interplab.runs.runner import config_from_file
+
+        name, config = config_from_file(args.config)
+        return name, args, config
+    from interplab.cli.args import config_from_args
+    from interplab.core.analysis import load_analyses
+
+    return args.command, args, config_from_args(load_analyses().get(args.command).config, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from interplab.core.errors import InterplabError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "models":
+        command, args, config = parse(argv)
+        if command == "models":
             return _cmd_models()
-        if args.command == "run":
-            if args.list:
-                return _cmd_list()
-            if not args.config:
-                _subparser(parser, "run").error("give a config file (or --list)")
-            from interplab.runs.runner import config_from_file
-
-            name, config = config_from_file(args.config)
-            return _run(name, config)
-        from interplab.cli.args import config_from_args
-        from interplab.core.analysis import load_analyses
-
-        return _run(args.command, config_from_args(load_analyses().get(args.command).config, args))
+        if config is None:
+            return _cmd_list()
+        return _run(command, config)
     except InterplabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

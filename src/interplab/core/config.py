@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,23 @@ def _chain_post_init(self, cls) -> None:
         parent()
 
 
+def check_device(device: str) -> None:
+    """``device`` names a device this machine has (checked before any work)."""
+    if not (device in ("cpu", "cuda", "auto") or device.startswith("cuda:")):
+        raise ConfigError(f"device={device!r}: use cpu, cuda or cuda:N (or auto).")
+    if device.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
+        if ":" in device and not device.split(":")[1].isdigit():
+            raise ConfigError(f"device={device!r}: the index after cuda: must be a number.")
+        if index >= n:
+            have = "no CUDA device" if n == 0 else f"{n} CUDA device(s)"
+            raise ConfigError(f"device={device!r} but this machine has {have} (torch {torch.__version__}); "
+                              "use --device cpu.")
+
+
 @dataclass(frozen=True)
 class RecordFields:
     """The fields of every run record: where it goes and the seed of everything random."""
@@ -83,8 +101,7 @@ class RunFields(RecordFields):
     dtype: str = param("float32", help="Model dtype.", choices=("float32", "bfloat16", "float16"))
 
     def __post_init__(self) -> None:
-        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device={self.device!r}: use cpu, cuda or cuda:N.")
+        check_device(self.device)
         _chain_post_init(self, RunFields)
 
 
@@ -93,7 +110,7 @@ class TaskFields:
     """A registered task and how many of its prompts a run uses."""
 
     task: str = param("ioi", help="Registered task (ioi, greater_than, induction, facts, sva).")
-    n: int = param(8, help="Number of clean/corrupt pairs (one template and length).", ge=1)
+    n: int = param(8, help="Number of clean/corrupt pairs (one template and length).", ge=1, le=10_000)
 
     def __post_init__(self) -> None:
         _chain_post_init(self, TaskFields)
@@ -155,6 +172,11 @@ def build_config(cls, data: dict, where: str = "config"):
         close = difflib.get_close_matches(unknown[0], list(fields), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"Unknown fields {unknown} in {where}.{hint} Valid: {sorted(fields)}.")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where} lacks the required field {missing[0]!r}: "
+                          f"{fields[missing[0]].metadata.get('help', '')}")
     values = {k: convert(v, hints[k], k) for k, v in data.items()}
     return cls(**values)
 
@@ -190,12 +212,17 @@ def convert(value, kind, name: str):
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if math.isfinite(number):
+                return number
+            bad = number
         if kind is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
         raise ConfigError(f"{name} must be {what}, got {value!r}.") from None
+    if kind is float:
+        raise ConfigError(f"{name} must be a finite number, got {bad}.")
     return value

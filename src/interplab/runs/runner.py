@@ -167,9 +167,14 @@ def config_from_file(path: str | Path):
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}).") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML / JSON: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: not valid YAML / JSON: {problem}.") from None
     if not isinstance(data, dict) or "analysis" not in data:
         raise ConfigError(f"{path} must be a mapping with an 'analysis' key, e.g. 'analysis: patch'.")
     name = str(data.pop("analysis"))

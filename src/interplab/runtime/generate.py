@@ -51,7 +51,7 @@ def generate(model, inputs, max_new_tokens: int = 20, interventions=(), *, do_sa
         raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     if do_sample and temperature <= 0:
         raise InputError(f"temperature must be > 0 when sampling, got {temperature}.")
-    batch: Batch = model.to_batch(inputs)
+    batch: Batch = model.to_batch(inputs, extra_tokens=max_new_tokens)
     right = (batch.attention_mask[:, -1] == 0).nonzero().flatten().tolist()
     if right:  # new tokens go on the right, after which those rows' tokens would have a gap
         raise InputError(

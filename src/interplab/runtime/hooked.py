@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import nn
 
-from interplab.core.errors import InterventionError, PositionError, SiteError
+from interplab.core.errors import InputError, InterventionError, PositionError, SiteError
 from interplab.core.sites import Site, SiteKind, as_sites
 from interplab.models.adapter import Adapter
 from interplab.models.registry import adapter_for
@@ -57,8 +57,24 @@ class HookedModel:
         """How many torch hooks interplab has on the model right now (0 when idle)."""
         return self._dispatch.n_torch_hooks
 
-    def to_batch(self, inputs) -> Batch:
-        return as_batch(inputs, self.tokenizer, self.device)
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model was built for (None when its config does not say)."""
+        cfg = self.hf.config
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+    def to_batch(self, inputs, extra_tokens: int = 0) -> Batch:
+        """Inputs as a left-padded batch; refuses prompts (plus ``extra_tokens`` to be
+        generated) longer than the model's positions, before any forward."""
+        batch = as_batch(inputs, self.tokenizer, self.device)
+        limit = self.max_positions
+        if limit is not None and batch.input_ids.shape[1] + extra_tokens > limit:
+            longest = int(batch.lengths.max())
+            more = f" plus {extra_tokens} new tokens" if extra_tokens else ""
+            raise InputError(f"A prompt of {longest} tokens{more} exceeds the model's {limit} positions "
+                             f"({self.source.get('name') or type(self.hf).__name__}); shorten it"
+                             f"{' or generate fewer tokens' if extra_tokens else ''}.")
+        return batch
 
     def site(self, site: str | Site) -> Site:
         """Parse and check a site against this model (layer and head ranges)."""

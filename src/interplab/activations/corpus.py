@@ -15,8 +15,13 @@ Sources (``CorpusConfig.source``):
   - ``.parquet``: the ``text_field`` column, read in record batches through pyarrow (optional:
     ``pip install 'interplab[corpus]'``).
 * ``"hf:<dataset>[:<config>]"``: a Hugging Face dataset, streamed (needs a network and the
-  optional ``datasets`` package); ``split`` picks the split.
+  optional ``datasets`` package); ``split`` picks the split. Checked at once, before any work:
+  ``datasets`` must be installed, ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` must not say the
+  machine is offline, and the Hub must answer an HTTP request within ``HUB_PROBE_S`` seconds
+  (through the environment's proxies), so an offline machine is told so in seconds, not after the
+  library's own network timeouts.
 
+``check_source`` runs the checks that read no text (cheap: run it before loading a model).
 Local files are checked before any document is yielded: they must exist, have a supported
 suffix and be valid UTF-8 (the error names the file and the byte offset). A corpus that yields
 no text at all raises ``InputError`` once the stream is exhausted.
@@ -28,6 +33,10 @@ import codecs
 import importlib
 import json
 import logging
+import os
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +49,8 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 TXT_SPLITS = ("blank_line", "file")
 _CORPUS_INSTALL = "pip install 'interplab[corpus]'"
+HUB_PROBE_S = 3.0
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 @dataclass(frozen=True)
@@ -68,8 +79,25 @@ class CorpusConfig:
                 "split": self.split, "max_documents": self.max_documents}
 
 
+def check_source(cfg: CorpusConfig) -> None:
+    """Raise now if the corpus cannot be read: missing files or packages, or an ``hf:`` source
+    on a machine that is offline. Reads no text (cheap enough to run before loading a model)."""
+    if cfg.source == "classics":
+        from interplab.activations import classics
+
+        classics.package_dir(classics.KJV_PACKAGE, classics.KJV_INSTALL)
+        classics.package_dir(classics.PLAYS_PACKAGE, classics.PLAYS_INSTALL)
+    elif cfg.source.startswith("hf:"):
+        _check_hub(cfg.source)
+    else:
+        files = corpus_files(cfg.source)
+        if any(f.suffix == ".parquet" for f in files):
+            _require("pyarrow", "Reading .parquet corpora")
+
+
 def iter_documents(cfg: CorpusConfig) -> Iterator[str]:
-    """The documents of a corpus, in a fixed order. Local input is checked before this returns."""
+    """The documents of a corpus, in a fixed order. Input is checked before this returns."""
+    check_source(cfg)
     if cfg.source == "classics":
         from interplab.activations.classics import classics_documents
 
@@ -81,10 +109,44 @@ def iter_documents(cfg: CorpusConfig) -> Iterator[str]:
         for f in files:
             if f.suffix != ".parquet":
                 check_utf8(f)
-        if any(f.suffix == ".parquet" for f in files):
-            _require("pyarrow", "Reading .parquet corpora")
         stream = _file_documents(files, cfg)
     return _guard(stream, cfg)
+
+
+def _check_hub(source: str) -> None:
+    local = "Use a local corpus ('classics', a .txt/.jsonl/.parquet file or a directory)"
+    for var in _OFFLINE_VARS:
+        value = os.environ.get(var, "")
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            raise InputError(f"Corpus {source!r} is streamed from the Hugging Face Hub, but {var}={value} says "
+                             f"this machine is offline. {local}, or unset {var} where there is a network.")
+    _require("datasets", "Streaming Hugging Face datasets")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if not hub_reachable(endpoint, HUB_PROBE_S):
+        raise InputError(f"Corpus {source!r} is streamed from the Hugging Face Hub, but {endpoint} did not "
+                         f"answer within {HUB_PROBE_S:g} s: this machine looks offline. {local}, or check the "
+                         "network (and HF_ENDPOINT, or the proxy settings).")
+
+
+def hub_reachable(url: str, timeout: float) -> bool:
+    """Whether ``url`` answers an HTTP HEAD (any status) within ``timeout`` seconds, through the
+    proxies the environment names. Runs in a daemon thread, so a name lookup that hangs cannot
+    hold the caller longer than ``timeout``."""
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            ok.append(True)
+        except urllib.error.HTTPError:
+            ok.append(True)  # it answered
+        except (OSError, ValueError):
+            ok.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(ok and ok[0])
 
 
 def corpus_files(source: str) -> list[Path]:

@@ -48,6 +48,29 @@ class Packing:
                 "context_starts_with_bos": self.bos}
 
 
+def token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """The token ids of each document, without special tokens (how packing tokenizes)."""
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+
+def model_positions(model) -> int | None:
+    """The longest sequence ``model`` was built for (None when its config does not say)."""
+    limit = getattr(model, "max_positions", None)
+    if limit is None:
+        cfg = getattr(getattr(model, "hf", None), "config", None)
+        limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    return limit if isinstance(limit, int) else None
+
+
+def check_ctx_len(model, ctx_len: int, option: str = "ctx_len") -> None:
+    """Refuse, before any forward, contexts longer than the model's positions."""
+    limit = model_positions(model)
+    if limit is not None and ctx_len > limit:
+        name = (getattr(model, "source", None) or {}).get("name") or "the model"
+        raise ConfigError(f"{option}={ctx_len} exceeds the {limit} positions {name} was built for "
+                          f"(its config's maximum sequence length); use {option} <= {limit}.")
+
+
 def _token_stream(tokenizer, docs: Iterable[str], separator: int | None, chunk: int = 32) -> Iterator[list[int]]:
     it = iter(docs)
     first = True
@@ -55,11 +78,11 @@ def _token_stream(tokenizer, docs: Iterable[str], separator: int | None, chunk: 
         group = list(islice(it, chunk))
         if not group:
             return
-        for ids in tokenizer(group, add_special_tokens=False, verbose=False)["input_ids"]:
+        for ids in token_ids(tokenizer, group):
             if not first and separator is not None:
                 yield [separator]
             first = False
-            yield list(ids)
+            yield ids
 
 
 def iter_contexts(tokenizer, docs: Iterable[str], ctx_len: int, prepend_bos: bool = True) -> Iterator[torch.Tensor]:

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        command, args, config = parse(argv)
+        command, _args, config = parse(argv)
         if command == "models":
             return _cmd_models()
         if config is None:

@@ -4,10 +4,18 @@
 place only when the block finishes without an exception, so a killed process never leaves a
 directory that looks complete. ``write_json`` / ``write_bytes`` do the same for one file.
 ``provenance`` says what produced an artifact: package versions, git commit, model, seed, time.
+
+Reading is checked (``read_json``, ``load_tensors``): a truncated or damaged file, or one whose
+SHA-256 differs from the one recorded when it was written (``write_artifact`` records its
+tensors file's in ``provenance.json["files"]``), is an ``ArtifactError`` naming the file, never
+a raw parser traceback. A full disk is an ``ArtifactError`` too (safetensors reports it as its
+own ``SafetensorError``, not as ``OSError``: ``is_disk_full`` knows both).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import platform
@@ -20,6 +28,81 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+
+from interplab.core.errors import InterplabError
+from interplab.core.locks import owner_suffix, remove_stale_temps
+
+
+class ArtifactError(InterplabError):
+    """A file that cannot be written (full disk) or read back as written (missing, truncated,
+    damaged, or different from the hash recorded when it was written)."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk (or the quota) is full: an ``OSError`` with ENOSPC/EDQUOT,
+    or safetensors' own ``SafetensorError`` wrapping one (``... (os error 28)``)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(err, SafetensorError):
+        text = str(err)
+        return "No space left" in text or "os error 28" in text or "quota exceeded" in text.lower()
+    return False
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: str | Path, error: type[InterplabError] = ArtifactError, fix: str = "") -> dict:
+    """The JSON object in ``path``; a missing, truncated or damaged file raises ``error`` naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path} is missing. {fix}".strip()) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path} is not valid JSON ({err}): the file is truncated or damaged. {fix}".strip()) from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__}, not an object: the file is damaged. {fix}".strip())
+    return data
+
+
+def load_tensors(path: str | Path, sha256: str | None = None, error: type[InterplabError] = ArtifactError,
+                 fix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file ``path`` (checked against ``sha256`` when given); a
+    missing, truncated, damaged or different file raises ``error`` naming it."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path} is missing. {fix}".strip()) from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise error(f"{path} is corrupt: its SHA-256 differs from the one recorded when it was written. {fix}".strip())
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise error(f"{path} is not a readable safetensors file ({err}): it is truncated or damaged. {fix}".strip()) from None
+
+
+def non_finite(tensors: dict[str, torch.Tensor], neg_inf_ok: tuple[str, ...] = ()) -> str | None:
+    """The first floating tensor holding NaN or inf, described (None if all are finite); a name
+    ending in one of ``neg_inf_ok`` may hold -inf (e.g. a log-threshold of 0)."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            continue
+        bad = t.isnan() | (t == float("inf"))
+        if not name.endswith(neg_inf_ok):
+            bad |= t == float("-inf")
+        if bool(bad.any()):
+            return f"tensor {name!r} holds {int(bad.sum())} non-finite values (NaN or inf) of {t.numel()}"
+    return None
 
 
 def _version() -> str:
@@ -109,14 +192,22 @@ def write_json(path: str | Path, data) -> Path:
 def write_artifact(path: str | Path, meta: dict, tensors: dict[str, torch.Tensor], tensors_file: str,
                    overwrite: bool = False, model=None, **provenance_extra) -> Path:
     """The artifact layout (DESIGN rule 8): ``config.json`` (``meta``) + ``tensors_file``
-    (safetensors) + ``provenance.json``, written into a temp directory renamed into place."""
+    (safetensors) + ``provenance.json`` (which records the tensors file's SHA-256 under
+    ``files``), written into a temp directory renamed into place."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    with atomic_directory(path, overwrite=overwrite) as tmp:
-        write_json(tmp / "config.json", meta)
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / tensors_file))
-        write_json(tmp / "provenance.json", provenance(model, **provenance_extra))
+    try:
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            write_json(tmp / "config.json", meta)
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / tensors_file))
+            files = {tensors_file: sha256_file(tmp / tensors_file)}
+            write_json(tmp / "provenance.json", provenance(model, **provenance_extra, files=files))
+    except (OSError, SafetensorError) as err:
+        if not is_disk_full(err):
+            raise
+        raise ArtifactError(f"Disk full while writing {path}: nothing was written (the partial copy was "
+                            "removed). Free some space and save again.") from err
     return path
 
 
@@ -132,7 +223,8 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True or pick another path.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".incomplete-{path.name}-{os.getpid()}")
+    remove_stale_temps(path.parent)
+    tmp = path.with_name(f".incomplete-{path.name}-{owner_suffix()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

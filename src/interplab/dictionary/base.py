@@ -15,22 +15,22 @@ the state dict, so ``save``/``load`` round-trip it exactly.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from interplab.core.artifacts import write_artifact
+from interplab.core.artifacts import ArtifactError, load_tensors, non_finite, read_json, write_artifact
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InterplabError
 from interplab.core.registry import Registry
 
 FORMAT = "interplab-dictionary/1"
+_REPAIR = ("Re-run the train-sae command that wrote it (it resumes from its last checkpoint and writes the "
+           "dictionary again), or restore a copy.")
 
 DICTIONARIES: Registry[type[Dictionary]] = Registry("dictionary architecture")
 
@@ -265,7 +265,7 @@ class Dictionary(nn.Module):
                 f"{path} is not an interplab dictionary directory (no config.json); for SAELens or "
                 "sparsify checkpoints use interplab.dictionary.load_dictionary."
             )
-        meta = json.loads(cfg_file.read_text())
+        meta = read_json(cfg_file, fix=_REPAIR)
         if meta.get("format") != FORMAT:
             raise InterplabError(
                 f"{path}/config.json is not an interplab dictionary (format {meta.get('format')!r}); "
@@ -288,7 +288,13 @@ class Dictionary(nn.Module):
         weights = path / "weights.safetensors"
         if not weights.is_file():
             raise InterplabError(f"{path} has a config.json but no weights.safetensors; the save did not finish.")
-        state = load_file(str(weights))
+        prov = path / "provenance.json"  # holds the weights' SHA-256 (dictionaries saved before it did: none)
+        digest = (read_json(prov, fix=_REPAIR).get("files") or {}).get(weights.name) if prov.is_file() else None
+        state = load_tensors(weights, digest, fix=_REPAIR)
+        bad = non_finite(state, neg_inf_ok=("log_threshold",))  # -inf: a JumpReLU threshold of 0
+        if bad:
+            raise ArtifactError(f"{weights}: {bad}. A dictionary with NaN or inf weights returns NaN; "
+                                f"{_REPAIR}")
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as e:  # size mismatches

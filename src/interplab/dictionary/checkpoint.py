@@ -3,7 +3,8 @@
 ``out_dir/checkpoints/step-00001000/`` holds
 
 * ``state.json``: format, step, batches consumed, the dictionaries' names and configs, the
-  training config's math fields, and each optimizer's structure (param groups, non-tensor
+  training config's math fields, the identity of the source trained on (``inputs.py``: a
+  store's path and content hash, ...), and each optimizer's structure (param groups, non-tensor
   state) with its tensors replaced by keys into ``optimizer.safetensors``;
 * ``dictionaries.safetensors``: every dictionary's state dict (weights and buffers: scales,
   firing counters, thresholds), keys ``<i>/<name>``;
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from interplab.core.artifacts import atomic_directory, write_json
 from interplab.core.errors import ConfigError, InterplabError
+from interplab.dictionary.inputs import check_same_source
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Checkpoint:
     model_states: list[dict[str, Tensor]]
     optimizer_states: list[dict]
     rng: dict[str, Tensor]
+    source: dict | None = None  # source_identity of the data trained on (None: older checkpoints)
 
 
 def flatten_optimizer(state: dict, prefix: str) -> tuple[dict[str, Tensor], dict]:
@@ -96,7 +99,7 @@ def checkpoints_dir(out_dir: str | Path) -> Path:
 
 def save_checkpoint(out_dir: str | Path, *, step: int, batches_consumed: int, names: list[str],
                     dict_configs: list[dict], train_config: dict, model_states: list[dict[str, Tensor]],
-                    optimizer_states: list[dict], keep: int = 2) -> Path:
+                    optimizer_states: list[dict], keep: int = 2, source: dict | None = None) -> Path:
     """Write ``checkpoints/step-<step>`` atomically, then drop all but the ``keep`` latest."""
     root = checkpoints_dir(out_dir)
     path = root / f"step-{step:08d}"
@@ -113,7 +116,7 @@ def save_checkpoint(out_dir: str | Path, *, step: int, batches_consumed: int, na
         save_file(rng_state(), str(tmp / "rng.safetensors"))
         write_json(tmp / "state.json", {
             "format": FORMAT, "step": step, "batches_consumed": batches_consumed, "names": names,
-            "dictionaries": dict_configs, "train": train_config, "optimizers": structures,
+            "dictionaries": dict_configs, "train": train_config, "optimizers": structures, "source": source,
         })
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -143,12 +146,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path=path, step=meta["step"], batches_consumed=meta["batches_consumed"], names=meta["names"],
         dict_configs=meta["dictionaries"], train_config=meta["train"], model_states=models,
         optimizer_states=[unflatten_optimizer(s, opt_tensors) for s in meta["optimizers"]],
-        rng=load_file(str(path / "rng.safetensors")),
+        rng=load_file(str(path / "rng.safetensors")), source=meta.get("source"),
     )
 
 
-def check_compatible(ckpt: Checkpoint, names: list[str], dict_configs: list[dict], train_config: dict) -> None:
-    """Refuse to resume a checkpoint written for other dictionaries or other training math."""
+def check_compatible(ckpt: Checkpoint, names: list[str], dict_configs: list[dict], train_config: dict,
+                     source: dict | None = None) -> None:
+    """Refuse to resume a checkpoint written for other dictionaries, other training math or
+    (given this run's ``source`` identity) other data."""
+    if source is not None:
+        check_same_source(ckpt.source, source, ckpt.path)
     diffs: list[str] = []
     if ckpt.names != names:
         diffs.append(f"dictionaries: checkpoint has {ckpt.names}, this run asks for {names}")

@@ -150,6 +150,12 @@ class Parallel:
         dist.all_reduce(t)
         return dict(zip(keys, (t / self.world).tolist()))
 
+    def min_over_ranks(self, t: Tensor) -> Tensor:
+        """Elementwise minimum of ``t`` over all ranks, in place (``t`` itself in one process)."""
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return t
+
     def gather(self, obj) -> list | None:
         """Every rank's ``obj`` on rank 0 (None elsewhere); ``[obj]`` in a single process."""
         if not self.active:

@@ -29,20 +29,24 @@ from tqdm.auto import tqdm
 
 from interplab.activations.source import BatchSource
 from interplab.core.artifacts import now
-from interplab.core.errors import ConfigError, InterplabError, choices
+from interplab.core.errors import ConfigError, InterplabError
 from interplab.dictionary.base import DICTIONARIES, Dictionary, DictionaryConfig
 from interplab.dictionary.checkpoint import (
     check_compatible,
+    checkpoints_dir,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
 from interplab.dictionary.distributed import Parallel
+from interplab.dictionary.guard import Watch, check_sample
 from interplab.dictionary.init import initialize
+from interplab.dictionary.inputs import source_identity
 from interplab.dictionary.schedule import lr_at
 from interplab.dictionary.train_config import TrainConfig
-from interplab.dictionary.train_files import publish, recover_run_dir, run_names, truncate_metrics
+from interplab.dictionary.train_files import publish, recover_run_dir, truncate_metrics
+from interplab.dictionary.train_setup import check_setup, init_sample, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -59,42 +63,7 @@ class TrainResult:
     tokens: int
     resumed_from: int | None = None
     names: list[str] = field(default_factory=list)
-
-
-def check_setup(source: BatchSource, dict_configs: list[DictionaryConfig], cfg: TrainConfig) -> list[str]:
-    """Refuse, before any work, dictionaries the source cannot feed; returns the run names."""
-    if not dict_configs:
-        raise ConfigError("train needs at least one DictionaryConfig.")
-    sites = list(source.sites)
-    for i, dc in enumerate(dict_configs):
-        DICTIONARIES.get(dc.arch)  # unknown architecture: raises with the registered names
-        for role, site, width in (("input_site", dc.input_site, dc.d_in),
-                                  ("output_site", dc.target_site, dc.width_out)):
-            if site not in sites:
-                raise ConfigError(
-                    f"Dictionary {i} ({dc.arch}) reads {role}={site!r}, which the source does not provide. "
-                    f"Available sites: {choices(sites)}."
-                )
-            if source.width(site) != width:
-                raise ConfigError(
-                    f"Dictionary {i} ({dc.arch}) expects width {width} at {site!r} but the source's "
-                    f"activations there are {source.width(site)} wide; set d_in/d_out to match."
-                )
-    return run_names(dict_configs)
-
-
-def make_optimizer(d: Dictionary, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    on_cuda = next(d.parameters()).is_cuda
-    fast = {"fused": True} if on_cuda else {"foreach": True}
-    return torch.optim.Adam(d.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **fast)
-
-
-def _init_sample(source: BatchSource, cfg: TrainConfig, sites: set[str]) -> dict[str, torch.Tensor]:
-    """The first ``init_tokens`` of the training stream (whole global batches, on every rank)."""
-    n = -(-cfg.init_tokens // cfg.batch_size)
-    it = source.batches(cfg.batch_size, seed=cfg.seed, start_batch=0)
-    got = [next(it) for _ in range(n)]
-    return {s: torch.cat([b[s] for b in got])[: cfg.init_tokens] for s in sites}
+    source: dict | None = None  # inputs.source_identity of the data trained on
 
 
 def train(source: BatchSource, dict_configs: list[DictionaryConfig], cfg: TrainConfig, progress: bool = True,
@@ -102,20 +71,24 @@ def train(source: BatchSource, dict_configs: list[DictionaryConfig], cfg: TrainC
     """Train every dictionary in ``dict_configs`` on ``source``; save them under ``cfg.out_dir``.
 
     ``on_step(step)`` is called after each step (and its checkpoint); tests use it to
-    simulate a crash. Under torch.distributed see ``distributed.py``.
+    simulate a crash. Under torch.distributed see ``distributed.py``. Non-finite numbers stop
+    training (``guard.py``); resuming on another source than the checkpoint's is refused (``inputs.py``).
     """
     names = check_setup(source, dict_configs, cfg)
     par = Parallel.setup(cfg.parallel, cfg.device)
     try:
-        return _Run(source, dict_configs, cfg, names, par).run(progress, on_step)
+        return _Run(source, dict_configs, cfg, names, par, source_identity(source)).run(progress, on_step)
     finally:
         par.close()
 
 
 class _Run:
-    def __init__(self, source, dict_configs, cfg: TrainConfig, names: list[str], par: Parallel) -> None:
+    def __init__(self, source, dict_configs, cfg: TrainConfig, names: list[str], par: Parallel, source_id: dict) -> None:
         par.check_batch(cfg.batch_size)
         self.source, self.cfgs, self.cfg, self.names, self.par = source, dict_configs, cfg, names, par
+        self.source_id, self.last_ckpt = source_id, None
+        self.watch = Watch(source, sorted({s for dc in dict_configs for s in (dc.input_site, dc.target_site)}),
+                           names, cfg.batch_size, par.device, par.min_over_ranks)
         self.out = Path(cfg.out_dir)
         self.run_dirs = [self.out / n for n in names]
         self.owned = [i for i in range(len(dict_configs)) if par.owns(i)]
@@ -149,7 +122,8 @@ class _Run:
         if cfg.resume and ckpt_path is not None:
             return self._load(ckpt_path)
         torch.manual_seed(cfg.seed)
-        sample = _init_sample(self.source, cfg, {s for dc in self.cfgs for s in (dc.input_site, dc.target_site)})
+        sample = init_sample(self.source, cfg, {s for dc in self.cfgs for s in (dc.input_site, dc.target_site)})
+        check_sample(self.source, sample)
         for i, d in self.dicts.items():
             dc = self.cfgs[i]
             initialize(d, sample[dc.input_site], sample[dc.target_site], cfg.b_dec_init, cfg.normalize)
@@ -164,7 +138,8 @@ class _Run:
 
     def _load(self, path: Path) -> int:
         ckpt = load_checkpoint(path)
-        check_compatible(ckpt, self.names, [dc.to_json() for dc in self.cfgs], self.cfg.math_json())
+        check_compatible(ckpt, self.names, [dc.to_json() for dc in self.cfgs], self.cfg.math_json(), self.source_id)
+        self.last_ckpt = path
         for i, d in self.dicts.items():
             try:
                 d.load_state_dict(ckpt.model_states[i])
@@ -197,6 +172,8 @@ class _Run:
                 for step in range(start, total):
                     log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
                     self.step(next(it) if self.dicts else None, step, log_now)
+                    if par.device.type == "cpu" or log_now:
+                        self.watch.check(self.last_ckpt)  # where the host syncs anyway (and at checkpoints)
                     if log_now and self.last and par.is_main:
                         first = self.last[min(self.last)]
                         bar.set_postfix(fvu=f"{first['fvu']:.3f}", l0=f"{first['l0']:.1f}", dead=first["n_dead"])
@@ -218,8 +195,10 @@ class _Run:
             for s in (dc.input_site, dc.target_site):
                 if s not in moved:
                     moved[s] = par.rows(batch[s]).to(par.device, non_blocking=True)
+                    self.watch.note_input(s, step, moved[s])
             x = moved[dc.input_site]
             out = d.training_step(x, moved[dc.target_site])
+            self.watch.note_loss(i, step, out.loss)
             out.loss.backward()
             par.average_grads(d)
             if cfg.decoder == "unit_norm":
@@ -279,17 +258,21 @@ class _Run:
         for f in self.files.values():
             f.flush()
             os.fsync(f.fileno())
+        self.watch.check(self.last_ckpt, self.dicts, step)
         states = self._gathered()
         if states is not None:
             n = len(self.cfgs)
             save_checkpoint(self.out, step=step, batches_consumed=step, names=self.names,
                             dict_configs=[dc.to_json() for dc in self.cfgs], train_config=self.cfg.math_json(),
                             model_states=[states[i][0] for i in range(n)],
-                            optimizer_states=[states[i][1] for i in range(n)], keep=self.cfg.keep_checkpoints)
+                            optimizer_states=[states[i][1] for i in range(n)], keep=self.cfg.keep_checkpoints,
+                            source=self.source_id)
         self.par.barrier()
+        self.last_ckpt = checkpoints_dir(self.out) / f"step-{step:08d}"
 
     def finish(self, total: int, resumed: int | None) -> TrainResult:
         cfg = self.cfg
+        self.watch.check(self.last_ckpt, self.dicts, total)
         states = self._gathered()
         self.par.barrier()  # every rank's metrics.jsonl is closed before rank 0 moves the directories
         dicts, paths, metrics = {}, {}, {}
@@ -302,11 +285,12 @@ class _Run:
                 final = states[i][2] or {}
                 training = {"name": name, "train_config": cfg.to_json(), "steps": total,
                             "tokens": total * cfg.batch_size, "final_metrics": final, "world_size": self.par.world,
-                            "parallel": self.par.mode if self.par.active else None}
+                            "parallel": self.par.mode if self.par.active else None, "source": self.source_id}
                 paths[name] = publish(d, self.run_dirs[i], training, seed=cfg.seed, started=self.started)
                 dicts[name], metrics[name] = d.eval(), final
         else:
             dicts = {self.names[i]: d.eval() for i, d in self.dicts.items()}
         self.par.barrier()
         return TrainResult(config=cfg, dictionaries=dicts, paths=paths, metrics=metrics, steps=total,
-                           tokens=total * cfg.batch_size, resumed_from=resumed, names=self.names)
+                           tokens=total * cfg.batch_size, resumed_from=resumed, names=self.names,
+                           source=self.source_id)

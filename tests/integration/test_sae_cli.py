@@ -127,7 +127,7 @@ def test_train_on_the_fly(setup, capsys):
     root, model, corpus = setup
     code = main(["train-sae", "--on-the-fly", "--model", model, "--corpus", corpus, "--sites", "L1.resid_post",
                  "--buffer-tokens", "256", "--expansions", "2", "--k", "4", "--batch-size", "64",
-                 "--steps", "6", "--out", str(root / "otf"), "--device", "cpu"])
+                 "--steps", "6", "--ctx-len", "16", "--out", str(root / "otf"), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     d = Dictionary.load(next((root / "otf" / "dictionaries").glob("L1.*")))
     assert d.cfg.d_sae == 128 and bool(torch.isfinite(d.W_dec).all())

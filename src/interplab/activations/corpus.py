@@ -21,7 +21,7 @@ Sources (``CorpusConfig.source``):
   (through the environment's proxies), so an offline machine is told so in seconds, not after the
   library's own network timeouts.
 
-``check_source`` runs the checks that read no text (cheap: run it before loading a model).
+``check_source`` runs every check that needs no tokenizer (run it before loading a model).
 Local files are checked before any document is yielded: they must exist, have a supported
 suffix and be valid UTF-8 (the error names the file and the byte offset). A corpus that yields
 no text at all raises ``InputError`` once the stream is exhausted.
@@ -30,6 +30,7 @@ no text at all raises ``InputError`` once the stream is exhausted.
 from __future__ import annotations
 
 import codecs
+import functools
 import importlib
 import json
 import logging
@@ -80,8 +81,9 @@ class CorpusConfig:
 
 
 def check_source(cfg: CorpusConfig) -> None:
-    """Raise now if the corpus cannot be read: missing files or packages, or an ``hf:`` source
-    on a machine that is offline. Reads no text (cheap enough to run before loading a model)."""
+    """Raise now if the corpus cannot be read: missing files or packages, a file that is not
+    UTF-8 (each file scanned once per process while it is unchanged), or an ``hf:`` source on a
+    machine that is offline. Run it before loading a model."""
     if cfg.source == "classics":
         from interplab.activations import classics
 
@@ -91,8 +93,17 @@ def check_source(cfg: CorpusConfig) -> None:
         _check_hub(cfg.source)
     else:
         files = corpus_files(cfg.source)
+        for f in files:
+            if f.suffix != ".parquet":
+                stat = f.stat()
+                _check_utf8_once(str(f.resolve()), stat.st_mtime_ns, stat.st_size)
         if any(f.suffix == ".parquet" for f in files):
             _require("pyarrow", "Reading .parquet corpora")
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_utf8_once(path: str, mtime_ns: int, size: int) -> None:
+    check_utf8(Path(path))  # raises (and so is not cached) on invalid UTF-8
 
 
 def iter_documents(cfg: CorpusConfig) -> Iterator[str]:
@@ -105,11 +116,7 @@ def iter_documents(cfg: CorpusConfig) -> Iterator[str]:
     elif cfg.source.startswith("hf:"):
         stream = _hf_documents(cfg)
     else:
-        files = corpus_files(cfg.source)
-        for f in files:
-            if f.suffix != ".parquet":
-                check_utf8(f)
-        stream = _file_documents(files, cfg)
+        stream = _file_documents(corpus_files(cfg.source), cfg)
     return _guard(stream, cfg)
 
 

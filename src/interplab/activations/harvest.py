@@ -10,7 +10,14 @@ gives the same activations as the full forward, bit for bit.
 Resume: shard ``i`` always holds the same contexts, so re-running the same command skips every
 shard on disk (a shard directory exists only complete) and ends with exactly ``n_tokens`` rows,
 however the previous run died. Before any work a store made with another model (weights hash),
-sites, dtype, packing, corpus or size is refused.
+sites, dtype, packing, corpus or size is refused, unless it holds no shard yet (nothing to mix):
+a rejected command never blocks the corrected one. A first run that fails before writing any
+shard removes its manifest again.
+
+One writer at a time: the harvest holds the store's lock (``core.locks.write_lock``), so a second
+process harvesting into the same directory is refused at once rather than racing. A full disk
+(an ``OSError`` or safetensors' own ``SafetensorError``) stops the harvest with a message saying
+how much is safely stored; re-running resumes from there.
 
 Distributed: with ``torch.distributed`` initialised (or ``rank`` / ``world_size`` passed),
 rank ``r`` harvests the shards ``i`` with ``i % world_size == r``. Each shard describes itself
@@ -24,7 +31,7 @@ prefer torch.distributed.)
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import hashlib
 import logging
 import math
@@ -34,14 +41,18 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from interplab.activations import shards as st
 from interplab.activations.corpus import iter_documents
+from interplab.activations.harvest_checks import check_harvest
 from interplab.activations.harvest_config import IDENTITY, HarvestConfig, HarvestReport
 from interplab.activations.packing import Packing, iter_contexts
+from interplab.core.artifacts import is_disk_full
 from interplab.core.config import to_dict
 from interplab.core.errors import ConfigError, InputError
+from interplab.core.locks import write_lock
 from interplab.core.model import Model
 from interplab.core.sites import Site
 
@@ -115,6 +126,8 @@ def check_resumable(out: Path, header: dict) -> None:
     """Raise, naming both values, if the store at ``out`` was made with a different identity."""
     old = st.read_manifest(out)
     for key in IDENTITY:
+        if _get(old, key) != _get(header, key) and not st.scan_shards(out):
+            return  # it holds no shard yet (a rejected command wrote only the manifest): nothing to mix
         if _get(old, key) != _get(header, key):
             what = "model" if key.startswith("model") else key
             raise st.StoreError(
@@ -165,24 +178,34 @@ def harvest(model: Model, cfg: HarvestConfig, progress: bool = True, rank: int |
     if model.tokenizer is None:
         raise InputError("harvest needs a model with a tokenizer to pack the corpus.")
     sites = [model.site(s) for s in cfg.sites]
+    check_harvest(model, cfg, {str(s): math.prod(model.site_shape(s)) for s in sites})  # before any work
     rank, world, dist = _dist(rank, world_size)
     plan = _plan(model, cfg)
     header = _header(model, cfg, plan, sites)
     docs = iter_documents(cfg.corpus_config())  # checks local files before any work
     out = Path(cfg.out)
-    if rank == 0:
-        _prepare(out, cfg, header)
-    _barrier(dist)
-    if rank != 0:
-        check_resumable(out, header)
-    done = st.scan_shards(out)
-    mine = [i for i in range(plan.n_shards) if i % world == rank and i not in done]
-    log.info("Harvest into %s: %d shards planned, %d on disk, %d for rank %d", out, plan.n_shards,
-             len(done), len(mine), rank)
-    rows_done = _run(model, cfg, plan, sites, docs, out, header, set(mine), progress, rank == 0 and not dist)
-    _barrier(dist)
-    manifest = st.write_manifest(out, header, st.scan_shards(out)) if rank == 0 else st.read_manifest(out)
-    _barrier(dist)
+    # Rank 0 holds the lock for its whole job; the other ranks write only their own shards.
+    lock = write_lock(out, f"The activation store {out}") if rank == 0 else contextlib.nullcontext()
+    with lock, _disk_full_message(out, header):
+        new = rank == 0 and not (out / st.MANIFEST).is_file()
+        try:
+            if rank == 0:
+                _prepare(out, cfg, header)
+            _barrier(dist)
+            if rank != 0:
+                check_resumable(out, header)
+            done = st.scan_shards(out)
+            mine = [i for i in range(plan.n_shards) if i % world == rank and i not in done]
+            log.info("Harvest into %s: %d shards planned, %d on disk, %d for rank %d", out, plan.n_shards,
+                     len(done), len(mine), rank)
+            rows_done = _run(model, cfg, plan, sites, docs, out, header, set(mine), progress, rank == 0 and not dist)
+        except BaseException:
+            if new and not dist and not st.scan_shards(out):  # a rejected first run leaves no store behind
+                st.remove_store(out)
+            raise
+        _barrier(dist)
+        manifest = st.write_manifest(out, header, st.scan_shards(out)) if rank == 0 else st.read_manifest(out)
+        _barrier(dist)
     seconds = time.perf_counter() - started
     size = sum(f.stat().st_size for f in out.glob("shard-*/*.safetensors"))
     stored = manifest["n_tokens_stored"]
@@ -252,13 +275,27 @@ def _forward_shard(model: Model, ids: torch.Tensor, sites, batch_size: int, firs
 def _write(out: Path, i: int, acts: dict, ids: torch.Tensor, first_context: int, header: dict) -> None:
     try:
         st.write_shard(out, i, acts, ids, first_context)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error type
+        if not is_disk_full(err):
             raise
-        shards = st.scan_shards(out)
-        stored = sum(m["n_tokens"] for m in shards.values())
-        raise st.StoreError(
-            f"Disk full while writing {st.shard_name(i)} of {out}: {stored} of {header['n_tokens']} "
-            f"tokens are safely stored in {len(shards)} complete shards (the partial shard was "
-            "removed). Free some space and re-run the same command: it resumes from there."
-        ) from err
+        raise st.StoreError(f"Disk full while writing {st.shard_name(i)} of {out}: {_stored(out, header)} (the "
+                            "partial shard was removed). Free some space and re-run the same command: it resumes "
+                            "from there.") from err
+
+
+def _stored(out: Path, header: dict) -> str:
+    shards = st.scan_shards(out)
+    stored = sum(m["n_tokens"] for m in shards.values())
+    return f"{stored} of {header['n_tokens']} tokens are safely stored in {len(shards)} complete shards"
+
+
+@contextlib.contextmanager
+def _disk_full_message(out: Path, header: dict):
+    """A full disk outside a shard (the manifest, a temp directory) as the same resumable error."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        if not is_disk_full(err):
+            raise
+        raise st.StoreError(f"Disk full while writing into {out}: {_stored(out, header)}. Free some space and "
+                            "re-run the same command: it resumes from there.") from err

@@ -7,6 +7,10 @@ wrote it. The store's reader, its resume check and ``overwrite`` only touch the 
 shards (``activations.shards``). ``dtype`` is the *stored* dtype; the model always computes in
 float32 (rounding happens when a shard is written).
 
+Before any forward pass (``activations.harvest_checks``): the corpus is readable (an ``hf:``
+corpus on an offline machine is refused at once), ``ctx_len`` fits the model's positions, the
+corpus holds ``n_tokens`` and the store fits the free disk space.
+
 The report adds a cheap check of what was stored: the distribution of the activation norms per
 site over a sample of rows (the first rows of up to 16 shards spread over the store).
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interplab.activations.corpus import check_source
 from interplab.activations.harvest import harvest
 from interplab.activations.harvest_config import HarvestConfig, HarvestReport
 from interplab.activations.store import ActivationStore
@@ -105,6 +110,7 @@ def norm_sample(store: ActivationStore) -> dict[str, torch.Tensor]:
                    example={"corpus": "{corpus}", "sites": "L1.resid_post", "n_tokens": 300, "ctx_len": 16,
                             "shard_tokens": 150, "dtype": "float32"})
 def harvest_store(cfg: HarvestRunConfig, ctx: Context) -> HarvestResult:
+    check_source(cfg.corpus_config())  # before the model: a missing file, an hf: corpus offline
     model = ctx.load_model(dtype="float32", device=cfg.device)  # cfg.dtype is the store's dtype
     ctx.phase(f"harvesting {cfg.n_tokens:,} tokens at {', '.join(cfg.sites)} into {cfg.out}")
     report = harvest(model, cfg.harvest_config(), progress=ctx.progress)

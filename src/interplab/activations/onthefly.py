@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from interplab.activations.corpus import CorpusConfig, iter_documents
-from interplab.activations.packing import Packing, iter_contexts
+from interplab.activations.packing import Packing, check_ctx_len, iter_contexts
 from interplab.activations.shuffle import mix
 from interplab.core.errors import InputError, SiteError, choices
 
@@ -41,6 +41,7 @@ class OnTheFlySource:
         self.ctx_len = ctx_len
         self.buffer_tokens = buffer_tokens
         self.model_batch_size = model_batch_size
+        check_ctx_len(model, ctx_len, "ctx_len")  # before any forward
         self.packing = Packing.of(model.tokenizer, ctx_len, prepend_bos=True)
         self.first_position = 1 if drop_bos and self.packing.bos else 0
         iter_documents(corpus_cfg)  # check local input now, not at the first batch

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shlex
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +40,10 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from interplab.core.artifacts import write_json
+from interplab.core.artifacts import read_json, sha256_file, write_json
 from interplab.core.errors import InterplabError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "interplab-activation-store/1"
 MANIFEST = "manifest.json"
@@ -60,12 +64,28 @@ def site_file(site: str) -> str:
     return f"{site}.safetensors"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256_file = sha256_file
+
+
+def files_hash(files: dict[str, str]) -> str:
+    """A shard's ``sha256``: the hash of its files' names and hashes."""
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def repair_advice(root: Path, index: int | None) -> str:
+    """How to repair a store whose shard ``index`` (None: whose manifest) is damaged, as commands;
+    the latest run record of `interplab harvest` in the store gives the exact one to re-run."""
+    root = Path(root)
+    records = sorted(p for p in root.glob("harvest-*/config.json"))
+    if index is None:
+        where = f" (the last one's config is {records[-1]})" if records else ""
+        return (f"To repair it, re-run the `interplab harvest` command that wrote the store{where} with "
+                "`--overwrite` added (overwrite=True in Python): it recomputes the whole store.")
+    rerun = (f"`interplab run {shlex.quote(str(records[-1]))}` (or the same `interplab harvest` command, from "
+             "where you ran it)" if records else "the same `interplab harvest` command (or harvest() with the same config)")
+    return (f"To repair it, delete that shard and re-run the harvest that wrote the store, which recomputes only "
+            f"the missing shard (the same rows, so the same content hash): `rm -r "
+            f"{shlex.quote(str(root / shard_name(index)))}`, then {rerun}.")
 
 
 def _save(tensors: dict[str, Tensor], path: Path) -> None:
@@ -97,7 +117,7 @@ def write_shard(root: Path, index: int, acts: dict[str, Tensor], tokens: Tensor,
             hashes[name] = _sha256_file(tmp / name)
         meta = {"index": index, "n_tokens": n.pop(), "n_contexts": int(tokens.shape[0]),
                 "first_context": first_context, "files": hashes,
-                "sha256": hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()}
+                "sha256": files_hash(hashes)}
         (tmp / SHARD_META).write_text(json.dumps(meta, indent=2))
         shutil.rmtree(final, ignore_errors=True)  # a stale copy the manifest never listed
         os.replace(tmp, final)
@@ -107,13 +127,30 @@ def write_shard(root: Path, index: int, acts: dict[str, Tensor], tokens: Tensor,
     return meta
 
 
+def read_shard_meta(path: Path) -> dict:
+    """A shard's ``shard.json``; damaged (unreadable, or its files' hashes not its ``sha256``)
+    raises ``StoreError`` naming it."""
+    meta = read_json(path, StoreError)
+    try:
+        ok = files_hash(meta["files"]) == meta["sha256"] and path.parent.name == shard_name(meta["index"])
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise StoreError(f"{path} is damaged: it does not describe the shard {path.parent.name} it is in.")
+    return meta
+
+
 def scan_shards(root: Path) -> dict[int, dict]:
-    """The complete shards present on disk, by index (a shard directory exists only complete)."""
+    """The complete shards present on disk, by index (a shard directory exists only complete;
+    one whose ``shard.json`` is damaged counts as absent, so a harvest recomputes it)."""
     found = {}
     for meta_path in sorted(Path(root).glob(f"shard-*/{SHARD_META}")):
-        meta = json.loads(meta_path.read_text())
-        if meta_path.parent.name == shard_name(meta["index"]):
-            found[meta["index"]] = meta
+        try:
+            meta = read_shard_meta(meta_path)
+        except StoreError as err:
+            log.warning("%s", err)
+            continue
+        found[meta["index"]] = meta
     return found
 
 
@@ -155,9 +192,16 @@ def read_manifest(root: Path) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise StoreError(f"{root} is not an activation store: it has no {MANIFEST}. Create one with harvest().")
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path, StoreError, fix=repair_advice(root, None))
     if manifest.get("format") != FORMAT:
         raise StoreError(f"{path} has format {manifest.get('format')!r}; this interplab reads {FORMAT!r}.")
+    try:
+        intact = manifest["content_hash"] == content_hash(manifest["shards"])
+    except (KeyError, TypeError):
+        intact = False
+    if not intact:
+        raise StoreError(f"{path} is damaged: its content hash does not match the shards it lists. "
+                         f"{repair_advice(root, None)}")
     return manifest
 
 

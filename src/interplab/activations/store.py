@@ -3,6 +3,12 @@
 ``ActivationStore`` reads a store as a ``BatchSource``: float32 batches shuffled across shards
 (see ``batches``), plus in-order access (``read``, ``tokens``, ``locate``) for feature
 dashboards. Reads go through safetensors' ``safe_open``, which memory-maps the files.
+
+Verified: ``open`` checks the manifest and every shard's description against each other (cheap:
+no data is read), and each data file is hashed the first time it is read, against the SHA-256
+recorded when its shard was written (``verify=True`` hashes them all at open). A corrupt or
+damaged file is a ``StoreError`` naming it and the commands that repair the store, so a
+damaged store never trains silently.
 """
 
 from __future__ import annotations
@@ -12,19 +18,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from interplab.activations.shards import (
     DTYPES,
+    SHARD_META,
     TOKENS,
     StoreError,
-    _sha256_file,
     read_manifest,
+    read_shard_meta,
+    repair_advice,
     scan_shards,
     shard_name,
     site_file,
 )
+from interplab.core.artifacts import sha256_file
 from interplab.core.errors import InputError, SiteError, choices
 
 __all__ = ["ActivationStore", "StoreError"]
@@ -43,6 +52,7 @@ class ActivationStore:
         self.manifest = manifest
         self.shards = shards
         self.buffer_shards = buffer_shards
+        self._verified: set[Path] = set()
         self._offsets = [0]
         for meta in shards:
             self._offsets.append(self._offsets[-1] + meta["n_tokens"])
@@ -65,17 +75,50 @@ class ActivationStore:
         on_disk = scan_shards(root)
         shards = []
         for listed in manifest["shards"]:
-            meta = on_disk.get(listed["index"])
+            i = listed["index"]
+            meta = on_disk.get(i)
+            if meta is None and (root / shard_name(i) / SHARD_META).is_file():
+                read_shard_meta(root / shard_name(i) / SHARD_META)  # raises, naming the damage
             if meta is None or meta["sha256"] != listed["sha256"]:
-                raise StoreError(f"Store {root}: {shard_name(listed['index'])} is missing or differs from the manifest.")
-            if verify:
-                for name, digest in meta["files"].items():
-                    if _sha256_file(root / shard_name(meta["index"]) / name) != digest:
-                        raise StoreError(f"Store {root}: {shard_name(meta['index'])}/{name} is corrupt (hash mismatch).")
+                raise StoreError(f"Store {root}: {shard_name(i)} is missing or differs from the manifest. "
+                                 f"{repair_advice(root, i)}")
             shards.append(meta)
         if not shards:
             raise StoreError(f"Store {root} holds no complete shard yet.")
-        return cls(root, manifest, shards, buffer_shards)
+        store = cls(root, manifest, shards, buffer_shards)
+        for k, meta in enumerate(shards):
+            for name in meta["files"]:
+                store._file(k, name, hashed=verify)
+        return store
+
+    def _file(self, k: int, name: str, hashed: bool = True) -> Path:
+        """The path of file ``name`` of the ``k``-th shard; hashed against its shard's record
+        the first time (``hashed``), and checked to exist otherwise."""
+        meta = self.shards[k]
+        path = self.root / shard_name(meta["index"]) / name
+        if path in self._verified:
+            return path
+        if name not in meta["files"] or not path.is_file():
+            raise StoreError(f"Store {self.root}: {shard_name(meta['index'])}/{name} is missing. "
+                             f"{repair_advice(self.root, meta['index'])}")
+        if hashed:
+            if sha256_file(path) != meta["files"][name]:
+                raise StoreError(
+                    f"Store {self.root}: {shard_name(meta['index'])}/{name} is corrupt (hash mismatch): its SHA-256 "
+                    f"differs from the one recorded when the shard was written. {repair_advice(self.root, meta['index'])}"
+                )
+            self._verified.add(path)
+        return path
+
+    def _tensors(self, k: int, name: str, key: str, start: int | None = None, stop: int | None = None) -> Tensor:
+        """Tensor ``key`` (rows ``[start, stop)`` when given) of file ``name`` of the ``k``-th shard."""
+        path = self._file(k, name)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return f.get_tensor(key) if start is None else f.get_slice(key)[start:stop]
+        except (SafetensorError, OSError) as err:  # changed since it was hashed
+            raise StoreError(f"Store {self.root}: {path.relative_to(self.root)} cannot be read ({err}). "
+                             f"{repair_advice(self.root, self.shards[k]['index'])}") from None
 
     # -- what it holds -----------------------------------------------------------------------
     @property
@@ -111,11 +154,7 @@ class ActivationStore:
 
     # -- in-order access ---------------------------------------------------------------------
     def _shard_rows(self, k: int, site: str, start: int | None = None, stop: int | None = None) -> Tensor:
-        path = self.root / shard_name(self.shards[k]["index"]) / site_file(site)
-        with safe_open(str(path), framework="pt") as f:
-            if start is None:
-                return f.get_tensor("acts")
-            return f.get_slice("acts")[start:stop]
+        return self._tensors(k, site_file(site), "acts", start, stop)
 
     def read(self, start: int, stop: int, sites: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Rows ``[start, stop)`` in store order (shard, context, position), as float32."""
@@ -132,11 +171,7 @@ class ActivationStore:
 
     def tokens(self) -> Tensor:
         """Token ids of every stored context, ``LongTensor[n_contexts, ctx_len]`` in store order."""
-        parts = []
-        for meta in self.shards:
-            with safe_open(str(self.root / shard_name(meta["index"]) / TOKENS), framework="pt") as f:
-                parts.append(f.get_tensor("input_ids"))
-        return torch.cat(parts)
+        return torch.cat([self._tensors(k, TOKENS, "input_ids") for k in range(len(self.shards))])
 
     def locate(self, row: int) -> tuple[int, int]:
         """(context index into ``tokens()``, position in that context) of store row ``row``."""

@@ -7,6 +7,7 @@ confident each continuation was, and where steering made the model leave its own
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from interplab.analyses.steering import SteeringVector
 from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Block, Lines, Table, Text
 from interplab.core.config import RunFields, param
+from interplab.core.errors import ConfigError
 from interplab.core.model import Model
 from interplab.core.result import Result
 
@@ -27,6 +29,11 @@ class GenerateConfig(RunFields):
     steer: str = param("", help="A saved steering vector directory (e.g. runs/steer-.../vector).")
     scale: float = param(4.0, help="Scale of the steering vector.")
     max_new_tokens: int = param(24, help="Tokens to generate (greedy).", ge=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.scale):
+            raise ConfigError(f"scale must be a finite number, got {self.scale}.")
 
 
 @dataclass
@@ -95,12 +102,14 @@ def _continuation(model: Model, out) -> Continuation:
 
 
 def _generate(cfg: GenerateConfig, model, vector: SteeringVector | None):
-    if vector is not None:
-        vector.check(model)  # before generating
+    edits = None
+    if vector is not None:  # checked and built before generating
+        vector.check(model)
+        edits = vector.interventions(cfg.scale)
     plain = _continuation(model, model.generate([cfg.prompt], cfg.max_new_tokens))
     steered = None
-    if vector is not None:
-        steered = _continuation(model, model.generate([cfg.prompt], cfg.max_new_tokens, vector.interventions(cfg.scale)))
+    if edits is not None:
+        steered = _continuation(model, model.generate([cfg.prompt], cfg.max_new_tokens, edits))
     return plain, steered
 
 

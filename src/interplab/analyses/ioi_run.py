@@ -118,7 +118,12 @@ class IOIResult(Result):
             f"{self.answer_word!r}, wrong {self.wrong_word!r}), corrupt {self.corrupt_example!r}. Metric: "
             "logit difference answer − wrong at the last position; effects are normalised so 0 = corrupt "
             "run and 1 = clean run. CIs: BCa bootstrap over prompts; p: paired sign-flip permutation test "
-            "against 0; q: Benjamini–Hochberg across the cells of each sweep.")]
+            "against 0; q: Benjamini–Hochberg across the cells of each sweep. All pairs share one template, "
+            "one name order and one token length, so each position plays the same role (IO, S1, S2, END) "
+            "in every prompt. Corruption: Wang et al.'s ABC distribution — the IO, S1 and S2 names are all "
+            "replaced by three fresh names, so the corrupt prompt says nothing about whom to pick; patching "
+            "S2 alone restores a repeated name the corrupt prompt never had, which is why S2 cells can "
+            "be negative.")]
         out += self._baseline_blocks() + self._lens_blocks()
         out += patching_blocks("patch_resid_pre", self.patch_resid_pre,
                                "Denoising patching of resid_pre (layer × position)")
@@ -194,7 +199,8 @@ def demo(cfg: IOIRunConfig, ctx: Context) -> IOIResult:
         model_name=model.source.get("name", ""), device=str(model.device), clean_example=task.clean_text[0],
         corrupt_example=task.corrupt_text[0], answer_word=task.meta["answer_words"][0],
         wrong_word=task.meta["wrong_words"][0], baseline=baseline, logit_lens=lens,
-        patch_resid_pre=PatchRunResult(**vars(resid)), patch_heads=PatchRunResult(**vars(heads)),
+        patch_resid_pre=PatchRunResult(**vars(resid), position_roles=task.role_labels()),
+        patch_heads=PatchRunResult(**vars(heads)),
         attribution=attribution, seconds=time.time() - t0)
 
 

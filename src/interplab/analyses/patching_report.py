@@ -17,8 +17,9 @@ from typing import ClassVar
 
 import torch
 
-from interplab.core.blocks import Bars, Block, Heading, Heatmap, Table, ci_text
+from interplab.core.blocks import Bars, Block, Heading, Heatmap, Table, Text, ci_text
 from interplab.core.result import Result
+from interplab.stats import cells_needed, smallest_p
 
 TOP = 10
 HEADER = ["cell", "mean effect", "{}% CI", "p (permutation)", "q (BH)", "Hedges g"]
@@ -33,8 +34,9 @@ def _labels(result, name: str) -> list[str]:
     """Tick labels of one cell axis: positions with their tokens, other axes by letter."""
     values = result.axes[name]
     tokens = getattr(result, "position_labels", None) or []
+    roles = getattr(result, "position_roles", None) or {}
     if name == "pos" and tokens:
-        return [f"{p}:{tokens[p]!r}" for p in values]
+        return [f"{p}:{tokens[p]!r}" + (f" {roles[p].upper()}" if p in roles else "") for p in values]
     if name == "layer":
         return [f"L{v}" for v in values]
     return [f"{name[0]}{v}" for v in values]
@@ -112,8 +114,33 @@ def effect_figures(key: str, result, title: str) -> list[Block]:
 
 
 def patching_blocks(key: str, result, title: str, top: int = TOP) -> list[Block]:
-    """The report section of one patching-like result: heading, figure(s), top-cells table."""
-    return [Heading(title), *effect_figures(key, result, title), cells_table(result, top)]
+    """The report section of one patching-like result: heading, figure(s), top-cells table and
+    what its statistics can detect at this number of prompts."""
+    out = [Heading(title), *effect_figures(key, result, title), cells_table(result, top)]
+    power = power_text(result)
+    return out + ([Text(power, note=True)] if power else [])
+
+
+def power_text(result) -> str:
+    """The smallest p and q the sweep's tests can reach at its n, said plainly."""
+    s = result.summary
+    if s is None:
+        return ""
+    n, m = int(result.effects.shape[0]), int(_mean(result).numel())
+    p_min = smallest_p(n)
+    need = cells_needed(p_min, m, s.alpha)
+    found = int(s.significant.sum())
+    text = (f"What these statistics can detect: with n = {n} prompts the smallest attainable permutation "
+            f"p is {p_min:.2g}")
+    if need is None:
+        n_ok = next(k for k in range(2, 64) if smallest_p(k) < s.alpha)
+        return text + (f", so no cell can reach q < {s.alpha:g}: this sweep is underpowered for significance "
+                       f"at any effect size; use n >= {n_ok} prompts (more for a chance over {m} cells).")
+    text += (f"; after Benjamini–Hochberg over {m} cells a cell reaches q < {s.alpha:g} only if at least "
+             f"{need} cell{'s' if need > 1 else ''} reach that p.")
+    if found == 0 and need > 1:
+        text += " No cell passed: the sweep may be underpowered rather than the effects absent; add prompts (--n)."
+    return text
 
 
 def patching_headline(result, k: int = 3) -> dict:

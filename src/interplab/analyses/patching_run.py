@@ -4,7 +4,7 @@ CI, permutation p and BH q, drawn as a heatmap, with the top cells in a table.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from interplab.analyses.patching import PatchingConfig, PatchingResult, activation_patching
 from interplab.analyses.patching_report import PatchingReport
@@ -27,6 +27,7 @@ class PatchRunResult(PatchingResult, PatchingReport):
     task: str = ""
     clean_example: str = ""
     corrupt_example: str = ""
+    position_roles: dict[int, str] = field(default_factory=dict)  # prompt position -> role (io, s1, …)
 
     def title(self) -> str:
         c = self.config
@@ -50,4 +51,5 @@ def patch(cfg: PatchRunConfig, ctx: Context) -> PatchRunResult:
     ctx.phase(f"patching {cfg.sweep} over {len(task)} pairs")
     result = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong, cfg)
     return PatchRunResult(**vars(result), model_name=model.source.get("name", ""), task=cfg.task,
-                          clean_example=task.clean_text[0], corrupt_example=task.corrupt_text[0])
+                          clean_example=task.clean_text[0], corrupt_example=task.corrupt_text[0],
+                          position_roles=task.role_labels())

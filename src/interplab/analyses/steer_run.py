@@ -10,6 +10,7 @@ groups, so the probe never saw the texts the vector came from."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,8 @@ class SteerRunConfig(RunFields):
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         object.__setattr__(self, "prompts", tuple(self.prompts))
         super().__post_init__()
+        if not all(math.isfinite(s) for s in self.scales):
+            raise ConfigError(f"scales must be finite numbers, got {self.scales}.")
         if 0.0 not in self.scales or len(self.scales) < 3:
             raise ConfigError(f"scales must include 0 and at least two others, got {self.scales}.")
         if len(self.prompts) < 2:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from interplab.core.artifacts import write_artifact
@@ -73,7 +74,8 @@ class SteeringVector:
                     "[n_positions, d]."
                 )
             if not torch.isfinite(vec).all():
-                raise InputError(f"Steering vector at {site} has non-finite entries.")
+                raise InputError(f"Steering vector at {site} has {int((~torch.isfinite(vec)).sum())} non-finite entries "
+                                 f"(NaN or infinity) of {vec.numel()}; a steering vector must be finite.")
             out[Site.parse(site)] = vec
         self.vectors = out
 
@@ -132,17 +134,29 @@ class SteeringVector:
         cfg = path / "config.json"
         if not cfg.is_file():
             raise InterplabError(f"{path} is not a steering-vector directory (no config.json).")
-        meta = json.loads(cfg.read_text())
-        if meta.get("format") != FORMAT:
+        try:
+            meta = json.loads(cfg.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InterplabError(f"{cfg} is not valid JSON ({e}); the vector is damaged: extract it again.") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InterplabError(
-                f"{path}/config.json has format {meta.get('format')!r}, not {FORMAT!r}."
+                f"{path}/config.json has format {meta.get('format') if isinstance(meta, dict) else None!r}, not {FORMAT!r}."
             )
         weights = path / "vectors.safetensors"
         if not weights.is_file():
             raise InterplabError(f"{path} has no vectors.safetensors; the save did not finish.")
-        tensors = load_file(str(weights))
-        return cls({Site.parse(s): tensors[s] for s in meta["sites"]}, meta["method"],
-                   meta.get("meta", {}))
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise InterplabError(f"{weights} cannot be read ({e}); the vector is damaged: extract it again.") from None
+        missing = [s for s in meta.get("sites", []) if s not in tensors]
+        if missing or "method" not in meta:
+            raise InterplabError(f"{path} is damaged: config.json lists sites {missing} that vectors.safetensors "
+                                 "lacks (or no method); extract the vector again.")
+        try:
+            return cls({Site.parse(s): tensors[s] for s in meta["sites"]}, meta["method"], meta.get("meta", {}))
+        except InputError as e:
+            raise InputError(f"Loading {weights}: {e} Extract the vector again.") from None
 
 
 # -- checks -------------------------------------------------------------------------------------

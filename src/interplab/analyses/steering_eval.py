@@ -23,6 +23,7 @@ read before the earliest steered site cannot see the steering; that is refused u
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,8 @@ class SteeringEvalConfig:
     seed: int = param(0, help="Seeds the bootstrap.")
 
     def __post_init__(self) -> None:
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in self.scales):
+            raise ConfigError(f"scales must be finite numbers; got {self.scales}.")
         if len(self.scales) < 2 or len(set(map(float, self.scales))) != len(self.scales):
             raise ConfigError(f"scales must be at least two distinct numbers for a slope; got {self.scales}.")
         if self.target not in TARGETS:

@@ -91,6 +91,27 @@ def load_tensors(path: str | Path, sha256: str | None = None, error: type[Interp
         raise error(f"{path} is not a readable safetensors file ({err}): it is truncated or damaged. {fix}".strip()) from None
 
 
+def load_finite_tensors(path: str | Path, sha256: str | None = None, fix: str = "",
+                        neg_inf_ok: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``load_tensors``, refusing a tensor that holds NaN or inf (see ``non_finite``): weights
+    like that would make everything computed with them NaN."""
+    tensors = load_tensors(path, sha256, fix=fix)
+    bad = non_finite(tensors, neg_inf_ok)
+    if bad:
+        raise ArtifactError(f"{path}: {bad}; computing with it would give NaN. {fix}".strip())
+    return tensors
+
+
+def load_artifact_tensors(directory: str | Path, tensors_file: str, fix: str = "",
+                          neg_inf_ok: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The tensors of an artifact written by ``write_artifact``, checked against the SHA-256 its
+    ``provenance.json`` records (artifacts from before it did are not) and refused if not finite."""
+    directory = Path(directory)
+    prov = directory / "provenance.json"
+    files = read_json(prov, fix=fix).get("files") if prov.is_file() else None
+    return load_finite_tensors(directory / tensors_file, (files or {}).get(tensors_file), fix, neg_inf_ok)
+
+
 def non_finite(tensors: dict[str, torch.Tensor], neg_inf_ok: tuple[str, ...] = ()) -> str | None:
     """The first floating tensor holding NaN or inf, described (None if all are finite); a name
     ending in one of ``neg_inf_ok`` may hold -inf (e.g. a log-threshold of 0)."""

@@ -23,14 +23,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interplab.core.artifacts import ArtifactError, load_tensors, non_finite, read_json, write_artifact
+from interplab.core.artifacts import load_artifact_tensors, read_json, write_artifact
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InterplabError
 from interplab.core.registry import Registry
 
 FORMAT = "interplab-dictionary/1"
-_REPAIR = ("Re-run the train-sae command that wrote it (it resumes from its last checkpoint and writes the "
-           "dictionary again), or restore a copy.")
+_REPAIR = "Re-run the train-sae that wrote it (it resumes from its last checkpoint, writing it again) or restore a copy."
 
 DICTIONARIES: Registry[type[Dictionary]] = Registry("dictionary architecture")
 
@@ -285,16 +284,10 @@ class Dictionary(nn.Module):
                 f"Dictionary.load (which picks the stored architecture)."
             )
         model = target(DictionaryConfig.from_json(cfg_json))
-        weights = path / "weights.safetensors"
-        if not weights.is_file():
+        if not (path / "weights.safetensors").is_file():
             raise InterplabError(f"{path} has a config.json but no weights.safetensors; the save did not finish.")
-        prov = path / "provenance.json"  # holds the weights' SHA-256 (dictionaries saved before it did: none)
-        digest = (read_json(prov, fix=_REPAIR).get("files") or {}).get(weights.name) if prov.is_file() else None
-        state = load_tensors(weights, digest, fix=_REPAIR)
-        bad = non_finite(state, neg_inf_ok=("log_threshold",))  # -inf: a JumpReLU threshold of 0
-        if bad:
-            raise ArtifactError(f"{weights}: {bad}. A dictionary with NaN or inf weights returns NaN; "
-                                f"{_REPAIR}")
+        # Hash-checked, and NaN / inf refused (-inf is a JumpReLU log-threshold of 0).
+        state = load_artifact_tensors(path, "weights.safetensors", fix=_REPAIR, neg_inf_ok=("log_threshold",))
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as e:  # size mismatches

@@ -28,15 +28,14 @@ what SAELens itself does when it saves a BatchTopK SAE for inference.
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from interplab.core.artifacts import atomic_directory, write_json
+from interplab.core.artifacts import atomic_directory, load_finite_tensors, read_json, write_json
 from interplab.core.errors import InterplabError, choices
 from interplab.dictionary.base import DICTIONARIES, Dictionary, DictionaryConfig
 
@@ -175,13 +174,6 @@ def load_dictionary(path: str | Path, *, input_site: str | None = None, output_s
     return model.to(device)
 
 
-def _read_json(file: Path) -> dict:
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise InterplabError(f"{file} is not valid JSON ({e}).") from e
-
-
 def _require(tensors: dict[str, Tensor], keys: list[str], where: Path) -> None:
     missing = [k for k in keys if k not in tensors]
     if missing:
@@ -204,7 +196,7 @@ def _fill(model: Dictionary, tensors: dict[str, Tensor], where: Path) -> Diction
 
 
 def _load_saelens(path: Path, input_site: str | None, output_site: str | None) -> Dictionary:
-    cfg = _read_json(path / SAELENS_CFG)
+    cfg = read_json(path / SAELENS_CFG)
     meta = cfg.get("metadata") or {}
     arch = cfg.get("architecture")
     k = cfg.get("k")
@@ -231,7 +223,7 @@ def _load_saelens(path: Path, input_site: str | None, output_site: str | None) -
         )
     if cfg.get("finetuning_scaling_factor"):
         raise InterplabError(f"{path}: SAELens finetuning_scaling_factor is not supported.")
-    w = load_file(str(path / SAELENS_WEIGHTS))
+    w = load_finite_tensors(path / SAELENS_WEIGHTS)
     _require(w, ["W_enc", "W_dec", "b_enc", "b_dec"], path)
     w_enc, w_dec, b_enc, b_dec = (w[n].float() for n in ("W_enc", "W_dec", "b_enc", "b_dec"))
     d_in, d_sae = w_enc.shape
@@ -268,7 +260,7 @@ def _load_saelens(path: Path, input_site: str | None, output_site: str | None) -
 
 
 def _load_sparsify(path: Path, input_site: str | None, output_site: str | None) -> Dictionary:
-    cfg = _read_json(path / SPARSIFY_CFG)
+    cfg = read_json(path / SPARSIFY_CFG)
     if "d_in" not in cfg:
         raise InterplabError(f"{path}/{SPARSIFY_CFG} has no d_in, so it is not a sparsify config: keys {sorted(cfg)}.")
     if cfg.get("activation", "topk") != "topk":
@@ -276,7 +268,7 @@ def _load_sparsify(path: Path, input_site: str | None, output_site: str | None) 
     transcode, skip = bool(cfg.get("transcode", False)), bool(cfg.get("skip_connection", False))
     if skip and not transcode:
         raise InterplabError(f"{path}: a sparsify SAE with skip_connection (not a transcoder) is not supported.")
-    w = load_file(str(path / SPARSIFY_WEIGHTS))
+    w = load_finite_tensors(path / SPARSIFY_WEIGHTS)
     _require(w, ["encoder.weight", "encoder.bias", "W_dec", "b_dec", *(["W_skip"] if skip else [])], path)
     d_in = int(cfg["d_in"])
     d_sae = int(cfg.get("num_latents") or d_in * int(cfg.get("expansion_factor", 32)))

@@ -63,6 +63,17 @@ class TrainSaeResult(Result):
                  (e.get("metrics") or {}).get("n_dead"), e.get("path", "")] for name, e in self.dictionaries.items()]
         return Table(["dictionary", "final FVU", "L0", dead, "saved at"], rows)
 
+    def _fvu_warning(self) -> list[Text]:
+        """Say it loudly when a dictionary reconstructs worse than the batch mean (FVU > 1)."""
+        bad = {n: (e.get("metrics") or {}).get("fvu") for n, e in self.dictionaries.items()}
+        bad = {n: f for n, f in bad.items() if isinstance(f, (int, float)) and not f <= 1.0}
+        if not bad:
+            return []
+        listed = ", ".join(f"{n} (FVU {f:.3g})" for n, f in bad.items())
+        return [Text(f"WARNING: {listed} reconstruct{'s' if len(bad) == 1 else ''} worse than predicting the "
+                     "batch mean (FVU above 1): training failed. Check the activations (a corrupt or garbage "
+                     "store gives this), the learning rate and the architecture before using them.")]
+
     def _dead_note(self) -> Text:
         short = (f" This run read {self.tokens:,} tokens, fewer than that, so no latent can count as dead yet."
                  if self.tokens < self.dead_after_tokens else "")
@@ -71,25 +82,28 @@ class TrainSaeResult(Result):
                     "reports another quantity: latents that never fire on its held-out tokens.", note=True)
 
     def blocks(self) -> list[Block]:
-        return [self._summary(), self._table(), self._dead_note(),
+        return [self._summary(), *self._fvu_warning(), self._table(), self._dead_note(),
                 Lines("training_fvu", "Training FVU by step", [float(s) for s in self.curve_steps], self.curves,
                       xlabel="step", ylabel="FVU (against the batch mean)", logy=True,
                       caption="Training FVU (against the batch mean) by step, as logged every log_every steps.")]
 
     def terminal(self) -> list[Block]:
-        return [self._summary(), self._table(), self._dead_note()]
+        return [self._summary(), *self._fvu_warning(), self._table(), self._dead_note()]
 
 
 def _source(cfg: TrainSaeConfig, ctx: Context):
     """The activation store, or an on-the-fly source computing the same rows from the model."""
     from interplab.activations import ActivationStore, CorpusConfig, OnTheFlySource
+    from interplab.activations.corpus import check_source
 
     if not cfg.on_the_fly:
         ctx.phase(f"opening the activation store {cfg.store}")
         return ActivationStore.open(cfg.store)
+    check_source(CorpusConfig(source=cfg.corpus))  # before the model: a missing file, an hf: corpus offline
     model = ctx.load_model(dtype=cfg.dtype, device=cfg.device)
     sites = [*cfg.sites, *([cfg.output_site] if cfg.output_site else [])]
-    return OnTheFlySource(model, CorpusConfig(source=cfg.corpus), sites, buffer_tokens=cfg.buffer_tokens)
+    return OnTheFlySource(model, CorpusConfig(source=cfg.corpus), sites, ctx_len=cfg.ctx_len,
+                          buffer_tokens=cfg.buffer_tokens)
 
 
 def _curves(paths: dict[str, Path]) -> tuple[list[int], dict[str, list[float]]]:
@@ -120,8 +134,9 @@ def train_sae(cfg: TrainSaeConfig, ctx: Context) -> TrainSaeResult:
         origin = f"the model {cfg.model} on the fly (shuffle buffer of {cfg.buffer_tokens:,} tokens)"
         store = None
     else:
-        origin = f"{cfg.store} ({source.n_tokens:,} tokens, model {source.manifest['model']['name']})"
         store = {"path": cfg.store, "content_hash": source.manifest.get("content_hash")}
+        origin = (f"{cfg.store} ({source.n_tokens:,} tokens, model {source.manifest['model']['name']}, "
+                  f"content hash {str(store['content_hash'])[:16]})")
     paths = {name: result.paths[name] for name in result.names if name in result.paths}
     steps, curves = _curves(paths)
     return TrainSaeResult(

@@ -64,6 +64,7 @@ class TrainSaeConfig(_TrainFields, _DictionaryFields, RunFields):
     on_the_fly: bool = param(False, help="Train straight from the model through a shuffle buffer (no store on disk): needs --model, --sites and --steps.")
     corpus: str = param("classics", help="Corpus for --on-the-fly.")
     buffer_tokens: int = param(65536, help="Shuffle-buffer size (tokens) for --on-the-fly.", ge=1)
+    ctx_len: int = param(128, help="Tokens per context (BOS included) for --on-the-fly; at most the model's positions.", ge=2)
     sites: tuple[str, ...] = param((), help="Input sites to train on; empty means every site in the store.")
     expansions: tuple[int, ...] = param((16,), help="Latents per input width, one dictionary each (d_sae = expansion × d_in).")
 

@@ -17,6 +17,7 @@ resumed run bit-identical on CPU to an uninterrupted one; ``distributed.py`` spl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from interplab.activations.source import BatchSource
 from interplab.core.artifacts import now
 from interplab.core.errors import ConfigError, InterplabError
+from interplab.core.locks import write_lock
 from interplab.dictionary.base import DICTIONARIES, Dictionary, DictionaryConfig
 from interplab.dictionary.checkpoint import (
     check_compatible,
@@ -76,8 +78,11 @@ def train(source: BatchSource, dict_configs: list[DictionaryConfig], cfg: TrainC
     """
     names = check_setup(source, dict_configs, cfg)
     par = Parallel.setup(cfg.parallel, cfg.device)
+    # One writer per out_dir (its main process holds the lock): a second training there is refused.
+    lock = write_lock(cfg.out_dir, f"The training run {cfg.out_dir}") if par.is_main else contextlib.nullcontext()
     try:
-        return _Run(source, dict_configs, cfg, names, par, source_identity(source)).run(progress, on_step)
+        with lock:
+            return _Run(source, dict_configs, cfg, names, par, source_identity(source)).run(progress, on_step)
     finally:
         par.close()
 

@@ -27,9 +27,9 @@ def to_json(interventions) -> str:
 
 
 def from_json(text: str) -> list[Intervention]:
-    import json
+    from interplab.interventions.values import parse_json
 
-    data = json.loads(text)
+    data = parse_json(text)
     return [Intervention.from_dict(d) for d in (data if isinstance(data, list) else [data])]
 
 

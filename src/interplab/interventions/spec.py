@@ -23,6 +23,15 @@ import torch
 from interplab.core.errors import InterventionError, PositionError, choices
 from interplab.core.registry import Registry
 from interplab.core.sites import Site
+from interplab.interventions.values import (
+    as_index,
+    as_indices,
+    decode_tensor,
+    finite_scale,
+    finite_tensor,
+    parse_json,
+    spec_dict,
+)
 from interplab.runtime.context import CheckInfo, ForwardContext
 
 INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
@@ -30,14 +39,6 @@ INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
 
 def register_intervention(cls):
     return INTERVENTIONS.register(cls.op)(cls)
-
-
-def _tuple(x):
-    if x is None:
-        return None
-    if isinstance(x, int):
-        return (int(x),)
-    return tuple(int(v) for v in x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,12 +55,12 @@ class Intervention:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "site", Site.parse(self.site))
-        object.__setattr__(self, "positions", _tuple(self.positions))
-        object.__setattr__(self, "rows", _tuple(self.rows))
+        for name in ("positions", "rows"):
+            object.__setattr__(self, name, as_indices(getattr(self, name), f"{self.op} at {self.site}: {name}"))
         for name in self.tensor_fields:
             value = getattr(self, name)
-            if value is not None and not isinstance(value, torch.Tensor):
-                object.__setattr__(self, name, torch.as_tensor(value, dtype=torch.float32))
+            if value is not None:
+                object.__setattr__(self, name, finite_tensor(value, f"{self.op} at {self.site}: {name}"))
 
     # -- applying ------------------------------------------------------------------------------
     def __call__(self, act: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | None:
@@ -155,27 +156,26 @@ class Intervention:
 
     @staticmethod
     def from_dict(data: dict) -> Intervention:
-        data = dict(data)
+        data = spec_dict(data)
         op = data.pop("op", None)
-        if op not in INTERVENTIONS:
-            raise InterventionError(
-                f"Unknown intervention op {op!r}. Valid ops: {choices(INTERVENTIONS.names())}."
-            )
+        if not isinstance(op, str) or op not in INTERVENTIONS:
+            raise InterventionError(f"Unknown intervention op {op!r}. Valid ops: {choices(INTERVENTIONS.names())}.")
         cls = INTERVENTIONS.get(op)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InterventionError(f"{op}: unknown fields {unknown}; valid: {sorted(known)}.")
+        if "site" not in data:
+            raise InterventionError(f"{op} needs a 'site' (e.g. \"L0.resid_pre\").")
         for name in cls.tensor_fields:
             enc = data.get(name)
             if isinstance(enc, dict):
-                dtype = getattr(torch, enc.get("dtype", "float32"))
-                data[name] = torch.tensor(enc["data"], dtype=dtype).reshape(enc["shape"])
+                data[name] = decode_tensor(enc, f"{op} {name}")
         return cls(**data)
 
     @staticmethod
     def from_json(text: str) -> Intervention:
-        return Intervention.from_dict(json.loads(text))
+        return Intervention.from_dict(parse_json(text))
 
 
 @register_intervention
@@ -213,6 +213,7 @@ class Ablate(Intervention):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "seed", as_index(self.seed, f"ablate at {self.site}: seed"))
         if self.mode not in ABLATE_MODES:
             raise InterventionError(
                 f"Unknown ablation mode {self.mode!r}. Valid modes: {choices(ABLATE_MODES)}."
@@ -263,6 +264,7 @@ class Steer(Intervention):
         super().__post_init__()
         if self.vector is None:
             raise InterventionError(f"steer at {self.site} needs a vector.")
+        finite_scale(self.scale, f"steer at {self.site}: scale")
 
     def compute(self, current, slot, key):
         return current + self.scale * self._entries(self.vector, current, slot, key)

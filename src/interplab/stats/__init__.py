@@ -18,11 +18,12 @@ from interplab.stats.bootstrap import CI, bootstrap_ci
 from interplab.stats.correlation import kendall_tau, pearson, spearman
 from interplab.stats.correlation_ci import correlation_ci
 from interplab.stats.effect_size import cohens_d, hedges_g
-from interplab.stats.fdr import benjamini_hochberg
-from interplab.stats.permutation import paired_permutation_test
+from interplab.stats.fdr import benjamini_hochberg, cells_needed
+from interplab.stats.permutation import paired_permutation_test, smallest_p
 from interplab.stats.summary import EffectSummary, summarize
 
 __all__ = [
+    "cells_needed", "smallest_p",
     "CI",
     "EffectSummary",
     "auroc",

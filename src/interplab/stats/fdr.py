@@ -13,6 +13,8 @@ smallest ``alpha`` at which that cell would be rejected. It is monotone in ``p``
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from interplab.core.errors import InputError
@@ -56,3 +58,14 @@ def benjamini_hochberg(
     reject = torch.empty_like(flat, dtype=torch.bool)
     reject[order] = reject_sorted
     return reject.reshape(p.shape), q.reshape(p.shape)
+
+
+def cells_needed(p_min: float, n_tests: int, alpha: float = 0.05) -> int | None:
+    """How many of ``n_tests`` cells must all reach ``p_min`` before Benjamini–Hochberg lets
+    any of them pass at level ``alpha`` (None when none can: ``p_min >= alpha``). A cell with
+    rank k passes when p <= k·alpha / m, so k cells at p_min pass once k >= p_min·m / alpha."""
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be a number strictly between 0 and 1, got {alpha}.")
+    if p_min >= alpha:
+        return None
+    return max(1, math.ceil(p_min * n_tests / alpha - 1e-12))

@@ -86,3 +86,14 @@ def paired_permutation_test(
         count += (null >= target).sum(0)
     p = count / m if exact else (count + 1) / (m + 1)
     return p.clamp(max=1.0).reshape(cells)
+
+
+def smallest_p(n: int, n_permutations: int = 10000, alternative: str = "two-sided") -> float:
+    """The smallest p-value ``paired_permutation_test`` can return for ``n`` samples: with all
+    ``2**n`` sign vectors enumerated, 2 / 2**n two-sided (the identity and the full flip are
+    equally extreme) or 1 / 2**n one-sided; with random draws, 1 / (n_permutations + 1)."""
+    check_count(n, "n", 1)
+    check_choice(alternative, "alternative", ALTERNATIVES)
+    if n < 63 and 2**n <= n_permutations:
+        return (2.0 if alternative == "two-sided" else 1.0) / 2**n
+    return 1.0 / (n_permutations + 1)

@@ -71,11 +71,46 @@ class TaskData:
         )
 
     def largest_aligned_group(self, key: str = "templates") -> TaskData:
-        """The biggest set of pairs sharing ``meta[key]`` (e.g. one template) and one token
-        length, so positions mean the same token in every prompt (what sweeps over positions
-        need)."""
+        """The biggest set of pairs sharing ``meta[key]`` (e.g. one template), one token length
+        and the same position for every role (every ``meta["*_positions"]``: IO, S1, S2, …), so
+        a position means the same token *and the same role* in every prompt — what sweeps over
+        positions need. (For IOI this keeps ABBA and BABA prompts apart: the same template puts
+        IO and S1 in swapped places.)"""
+        n = len(self)
+        roles = self.role_keys()
         groups: dict = {}
-        for r in range(len(self)):
-            tag = (self.meta[key][r] if key in self.meta else None, int(self.clean.lengths[r]))
+        for r in range(n):
+            tag = (self.meta[key][r] if key in self.meta else None, int(self.clean.lengths[r]),
+                   *(_hashable(self.meta[k][r]) for k in roles))
             groups.setdefault(tag, []).append(r)
         return self.select(max(groups.values(), key=len))
+
+    def role_keys(self) -> list[str]:
+        """The ``meta`` entries holding one position (or list of positions) per pair."""
+        n = len(self)
+        return sorted(k for k, v in self.meta.items()
+                      if k.endswith("_positions") and isinstance(v, list) and len(v) == n)
+
+    def role_labels(self) -> dict[int, str]:
+        """Prompt position → role name ("io", "s1", …) where every pair agrees (after
+        ``largest_aligned_group``); positions counted from the start, as ``meta`` counts them."""
+        out: dict[int, str] = {}
+        for k in self.role_keys():
+            values = {_hashable(v) for v in self.meta[k]}
+            if len(values) != 1:
+                continue
+            (value,) = values
+            length = int(self.clean.lengths[0])
+            for pos in value if isinstance(value, tuple) else (value,):
+                if isinstance(pos, int):
+                    pos = pos + length if pos < 0 else pos
+                    out[pos] = k.removesuffix("_positions")
+        return out
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return tuple(value.flatten().tolist()) if value.numel() != 1 else value.item()
+    return value

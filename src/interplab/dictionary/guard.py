@@ -100,8 +100,8 @@ def input_error(source, site: str, step: int, batch_size: int, last_good: Path |
     where, fix = _locate(source, site)
     return NonFiniteError(
         f"Training stopped at step {step}: its activation batch at {site} (batch {step - 1} of the "
-        f"shuffled stream, {batch_size} rows) holds NaN or infinite values. {where} Nothing was "
-        f"trained on them. {_kept(last_good)} {fix}")
+        f"shuffled stream, {batch_size} rows) holds NaN or infinite values. {where} Nothing from "
+        f"that step on was saved. {_kept(last_good)} {fix}")
 
 
 def loss_error(name: str, step: int, last_good: Path | None) -> NonFiniteError:
@@ -129,7 +129,7 @@ def _locate(source, site: str) -> tuple[str, str]:
         start = stop
     if not found:  # the rows changed under us; say what we know
         return f"They come from the store {source.root}.", "Check the store and train again."
-    parts = [f"{shard_name(meta['index'])}/{site_file(site)} ({n} rows, first store row {first})"
+    parts = [f"{shard_name(meta['index'])}/{site_file(site)} ({n} row{'s' if n > 1 else ''}, first store row {first})"
              for meta, n, first in found]
     # The store hashes each file as it reads it (a corrupt file is a StoreError before this), so
     # these values are as harvested: the model produced them.

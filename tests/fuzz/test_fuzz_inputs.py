@@ -95,6 +95,8 @@ def test_known_bad_cli_values_are_interplab_errors(argv):
 def test_negative_numbers_in_list_options_parse():
     _, _, config = parse(["steer", "--scales", "-1,0,1"])
     assert config.scales == (-1.0, 0.0, 1.0)
+    with pytest.raises(InterplabError, match="finite"):
+        parse(["generate", "--scale", "-inf"])
 
 
 intervention = st.fixed_dictionaries(

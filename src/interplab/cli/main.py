@@ -27,8 +27,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kw) -> None:
         kw["allow_abbrev"] = False
         super().__init__(*args, **kw)
-        # "-1,0,1" and "-2.5e-3" are values (list options take negative numbers), not options.
-        self._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+\-]*$")
+        # "-1,0,1", "-2.5e-3" and "-inf" are values (list options take negative numbers), not
+        # options; "-inf" then gets the finite-number error rather than a usage message.
+        self._negative_number_matcher = re.compile(r"^-(\.?\d[\d.,eE+\-]*|inf|infinity|nan)$", re.IGNORECASE)
 
     def error(self, message: str):
         choices = [a for action in self._actions for a in action.option_strings]

@@ -78,3 +78,21 @@ def test_induction_prompts_round_trip_to_the_drawn_tokens(tasks):
     for i in range(N):
         r = data.meta["sequences"][i]
         assert data.clean.input_ids[i, -(2 * len(r) - 1):].tolist() == r + r[:-1]
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_aligned_groups_give_every_role_one_position(tokenizer, tasks, name):
+    """Position sweeps pool only prompts whose positions play the same role (IO, S1, S2, END, …)."""
+    group = tasks[name].largest_aligned_group()
+    assert len(group) >= 2
+    for key in group.role_keys():
+        assert len({str(v) for v in group.meta[key]}) == 1, key
+    labels = group.role_labels()
+    assert labels and all(0 <= p < int(group.clean.lengths[0]) for p in labels)
+    if name == "ioi":
+        assert len(set(group.meta["orders"])) == 1  # ABBA and BABA never pooled
+        row = group.clean.input_ids[0]
+        s = group.meta["s_names"][0]
+        for pos, role in labels.items():
+            if role in ("s1", "s2"):
+                assert tokenizer.decode([int(row[group.column(0, pos)])]) == f" {s}"

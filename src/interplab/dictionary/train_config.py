@@ -45,7 +45,7 @@ class TrainConfig:
     normalize: bool = param(True, help="Estimate in_scale/out_scale so the mean squared norm of inputs/targets equals their width (for dictionaries whose own config has normalize=True).")
     decoder: str = param("unit_norm", help=f"Decoder constraint: {choices(DECODER_CONSTRAINTS)} (unit_norm renormalises rows after each step and drops the gradient along them; none for norm-weighted L1 archs).")
     sparse_step: bool = param(True, help="Use the sparse TopK training step (dictionary/sparse_ops.py: no dense latent matrix; equal to the dense step within float rounding) for dictionaries that support it.")
-    matmul_dtype: str = param("float32", help="Encoder matmul dtype of the sparse TopK step: float32, or bfloat16 (faster where the hardware has bf16 matmuls; pre-activations are rounded to bfloat16 before the top-k).")
+    matmul_dtype: str = param("auto", help="Encoder matmul dtype of the sparse TopK step: auto (bfloat16 where bf16 matmuls are native — AVX512-BF16 / AMX CPUs, bf16 GPUs — else float32), float32, or bfloat16 (pre-activations rounded to bfloat16 before the top-k; emulated, so much slower, on CPUs without native bf16).")
     grad_clip: float = param(0.0, help="Clip each dictionary's gradient norm to this; 0 disables.")
     checkpoint_every: int = param(1000, help="Write a resumable checkpoint every this many steps; 0 disables.")
     keep_checkpoints: int = param(2, help="How many of the latest checkpoints to keep.")
@@ -74,8 +74,8 @@ class TrainConfig:
                                    ("parallel", self.parallel, PARALLEL_MODES)):
             if value not in valid:
                 raise ConfigError(f"{name}={value!r} is not one of {choices(valid)}.")
-        if self.matmul_dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"matmul_dtype={self.matmul_dtype!r} is not one of 'float32', 'bfloat16'.")
+        if self.matmul_dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"matmul_dtype={self.matmul_dtype!r} is not one of 'auto', 'float32', 'bfloat16'.")
         if not 0.0 <= self.decay_start <= 1.0:
             raise ConfigError(f"decay_start is a fraction of the steps in [0, 1], got {self.decay_start}.")
         if self.init_tokens <= 0:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from interplab.activations.source import BatchSource
 from interplab.core.artifacts import now
 from interplab.core.errors import ConfigError, InterplabError
+from interplab.core.hardware import resolve_matmul_dtype
 from interplab.core.locks import write_lock
 from interplab.dictionary.base import DICTIONARIES, Dictionary, DictionaryConfig
 from interplab.dictionary.checkpoint import (
@@ -121,7 +122,8 @@ class _Run:
             d.train()
             if hasattr(d, "sparse_step"):  # TopK: the sparse step (sparse_ops.py)
                 d.sparse_step = cfg.sparse_step
-                d.compute_dtype = torch.bfloat16 if cfg.matmul_dtype == "bfloat16" else None
+                bf16 = resolve_matmul_dtype(cfg.matmul_dtype, par.device) == "bfloat16"
+                d.compute_dtype = torch.bfloat16 if bf16 else None
             self.dicts[i] = d
             self.opts[i] = make_optimizer(d, cfg, self.base_lr[i])
         if cfg.resume and ckpt_path is not None:

@@ -17,8 +17,13 @@ def effect_heatmap(mean: torch.Tensor, row_labels, col_labels, title: str, *,
     second panel shows the CI half-width, so a bright cell with a wide CI reads as uncertain."""
     panels = 2 if halfwidth is not None else 1
     rows, cols = mean.shape
-    width = min(3 + 0.45 * cols, 12) * panels
-    fig, axes = plt.subplots(1, panels, figsize=(width, 1.8 + 0.2 * rows), squeeze=False)
+    # A report page is ~1,100 px wide: wide grids put the uncertainty panel below the mean
+    # rather than beside it, so the figure is never squeezed until its tick labels are unreadable.
+    stacked = panels == 2 and cols > 8
+    width = min(3 + 0.45 * cols, 10) * (1 if stacked else panels)
+    height = (1.8 + 0.2 * rows) * (2 if stacked else 1)
+    fig, axes = plt.subplots(2 if stacked else 1, 1 if stacked else panels, figsize=(width, height), squeeze=False)
+    axes = axes.reshape(1, -1)
     span = max(float((mean - center).abs().max()), 1e-6)
     ax = axes[0, 0]
     im = ax.imshow(mean.numpy(), cmap="RdBu_r", vmin=center - span, vmax=center + span,

@@ -36,7 +36,7 @@ METHODS = ("attribution", "ig")
 class IOIRunConfig(RunFields):
     """The IOI demo."""
 
-    n: int = param(8, help="Number of clean/corrupt IOI pairs (one template, one length; >= 2 for CIs).", ge=2, le=10_000)
+    n: int = param(12, help="Number of clean/corrupt IOI pairs (one template, name order and length). 12 lets a cell pass BH over the sweep (the smallest permutation p is 2/2**n).", ge=2, le=10_000)
     n_resamples: int = param(2000, help="Bootstrap resamples per CI.", ge=2)
     attribution: bool = param(True, help="Also compare attribution patching with exact head patching.")
 

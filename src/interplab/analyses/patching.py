@@ -13,12 +13,16 @@ recomputed. Speed: every (cell, prompt) pair is one row of a batched forward car
 interventions; cells that patch position p share the prefix before p, whose keys and values
 are computed once (``runtime.prefix``); only the last position's logits are computed.
 ``naive=True`` runs the reference one-forward-per-cell loop, which the tests compare against.
+The sweeps ``queries`` / ``keys`` / ``values`` patch one head's q / k / v (before QK-norm and
+rotary embeddings; k and v per key/value head) at every position; ``cells`` restricts any sweep
+to a list of its cells (``analyses.verified`` checks an estimate's top cells with it).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +42,9 @@ from interplab.stats import EffectSummary, summarize
 log = logging.getLogger(__name__)
 
 SWEEPS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "heads",
-          "heads_by_position")
+          "heads_by_position", "queries", "keys", "values")
+# One head's q, k or v at every position (k and v: key/value heads under grouped-query attention).
+HEAD_INPUTS = {"queries": SiteKind.Q, "keys": SiteKind.K, "values": SiteKind.V}
 DIRECTIONS = ("denoising", "noising")
 
 
@@ -121,7 +127,9 @@ def _cells(model: Model, config: PatchingConfig, n_pos: int) -> tuple[list[_Cell
         p % n_pos if -n_pos <= p < n_pos else _bad_pos(p, n_pos) for p in config.positions
     ]
     heads = list(range(model.dims.n_heads))
-    if config.sweep == "heads":
+    if config.sweep in ("keys", "values"):
+        heads = list(range(model.dims.n_kv_heads))
+    if config.sweep == "heads" or config.sweep in HEAD_INPUTS:
         return [_Cell(L, h, None) for L in layers for h in heads], {"layer": layers, "head": heads}
     if config.sweep == "heads_by_position":
         cells = [_Cell(L, h, p) for L in layers for h in heads for p in positions]
@@ -134,6 +142,8 @@ def _bad_pos(p: int, n: int):
 
 
 def _site(config: PatchingConfig, cell: _Cell) -> Site:
+    if config.sweep in HEAD_INPUTS:
+        return Site(cell.layer, HEAD_INPUTS[config.sweep], cell.head)
     if config.sweep.startswith("heads"):
         return Site(cell.layer, SiteKind.Z, cell.head)
     return Site(cell.layer, SiteKind(config.sweep))
@@ -147,15 +157,44 @@ def _value(source_acts, cell: _Cell, site: Site, prompts: torch.Tensor) -> torch
     return acts if cell.pos is None else acts[:, cell.pos : cell.pos + 1]
 
 
+def _chosen(grid: list[_Cell], axes: dict[str, list], cells, n_pos: int
+            ) -> tuple[list[_Cell], dict[str, list]]:
+    """The listed cells of the grid, in the order given, under one axis ``cell`` of labels."""
+    names = list(axes)
+    where = {tuple(getattr(c, k) for k in names): c for c in grid}
+    picked = []
+    for coords in cells:
+        key = tuple(int(v) for v in coords)
+        if len(key) == len(names) and "pos" in names:
+            i = names.index("pos")
+            key = key[:i] + (key[i] % n_pos if -n_pos <= key[i] < n_pos else key[i],) + key[i + 1 :]
+        if key not in where:
+            grid_text = ", ".join(f"{k}: {v}" for k, v in axes.items())
+            raise ConfigError(f"Cell {tuple(coords)} is not in this sweep's grid ({'/'.join(names)} "
+                              f"coordinates from {{{grid_text}}}).")
+        picked.append(where[key])
+    if not picked or len(set(picked)) != len(picked):
+        raise ConfigError(f"cells must list at least one cell, each once; got {list(cells)}.")
+    labels = [".".join(f"{k[0] if k != 'layer' else 'L'}{getattr(c, k)}" for k in names) for c in picked]
+    return picked, {"cell": labels}
+
+
 def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: AnswerIds,
-                        wrong: AnswerIds, config: PatchingConfig = PatchingConfig()
-                        ) -> PatchingResult:
-    """Sweep ``config.sweep`` over layers (× heads) (× positions); see the module docstring."""
+                        wrong: AnswerIds, config: PatchingConfig = PatchingConfig(),
+                        cells: Sequence[Sequence[int]] | None = None) -> PatchingResult:
+    """Sweep ``config.sweep`` over layers (× heads) (× positions); see the module docstring.
+
+    ``cells`` restricts the sweep to those cells of its grid, given as coordinates in the
+    order of the grid's axes ((layer, head) for heads / queries / keys / values, (layer, pos)
+    for the residual sweeps, (layer, head, pos) for heads_by_position); the result then has
+    one axis ``cell`` (labels such as ``L1.h2``, ``L0.p3``), in the order given, and its
+    statistics (q-values included) are over those cells only."""
     clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
     answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
     _check_inputs(model, clean, corrupt, answers, wrong)
     n, n_pos = clean.shape
-    cells, axes = _cells(model, config, n_pos)
+    cells, axes = _cells(model, config, n_pos) if cells is None else _chosen(
+        *_cells(model, config, n_pos), cells, n_pos)
     base, source = (corrupt, clean) if config.direction == "denoising" else (clean, corrupt)
     kinds = {Site(c.layer, _site(config, c).kind) for c in cells}
     with torch.no_grad():  # one forward each: the source's logits come with its cache

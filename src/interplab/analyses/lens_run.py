@@ -76,7 +76,7 @@ class LensResult(LogitLensResult, Result):
             tops = ", ".join(f"{t!r} {p:.2f}" for t, p in zip(self.top_tokens[row], self.top_probs[row].tolist()))
             rows.append([str(layer), f"{float(self.final_prob[row]):.3f}", str(int(self.final_rank[row])), tops])
         lens = Table(["layer", f"p({final})", f"rank of {final}", f"top-{c.top_k} (prob)"], rows,
-                     f"Logit lens (resid_post of each layer → final norm → unembedding); final top-1 = {final}")
+                     f"Logit lens: each layer's resid_post → final norm → unembedding (final top-1 {final})")
         return [top, lens]
 
     def terminal(self) -> list[Block]:

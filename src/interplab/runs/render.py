@@ -61,7 +61,9 @@ def print_blocks(blocks: list[Block]) -> None:
         elif isinstance(block, Heading):
             console.print(f"\n{block.text}", style="bold", highlight=False, markup=False)
         elif isinstance(block, Table):
-            table = RichTable(title=block.title or None)
+            if block.title:  # a line of its own: rich would wrap a long title to the table's width
+                console.print(block.title, style="italic", highlight=False, markup=False)
+            table = RichTable()
             for col in block.header:
                 table.add_column(str(col))
             for row in block.rows:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.models
 
 
 def test_ioi_demo_writes_a_report_with_intervals(tmp_path, capsys):
-    assert main(["demo", "--n", "3", "--n-resamples", "200", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--mode", "exact", "--n", "3", "--n-resamples", "200", "--out", str(tmp_path)]) == 0
     (run,) = list_runs(tmp_path)
     assert f"IOI report: {run / 'report.html'}" in capsys.readouterr().out
     html = (run / "report.html").read_text()

@@ -5,7 +5,7 @@ Attribution patching linearises the metric through the attention softmax. Where 
 softmax is saturated (one score far above the rest) the gradient into its queries and keys is
 ~0, although patching them moves the pattern -- and the metric -- a lot: AtP's false negative
 of Kramár, Lieberum, Shah & Nanda 2024 ("AtP*: An efficient and scalable method for localizing
-LLM behaviour to components", arXiv:2403.00745, §3.1.1). Their fix keeps the softmax out of the
+LLM behaviour to components", arXiv:2403.00745). Their "QK fix" keeps the softmax out of the
 linearisation: for a query (key) node, recompute the attention pattern A' with that query (key)
 replaced, and estimate the effect as ``sum_{t,s} dM/dA[t,s] (A'[t,s] − A[t,s])``.
 
@@ -141,7 +141,8 @@ def pattern_changes(model: Model, layers: list[int], calls: dict[int, tuple], ba
                       base_acts[Site(layer, SiteKind.V)])
         for w in which:
             site = Site(layer, SiteKind(f"attn.{w}"))
-            out[(layer, w)] = replay_pattern(model, layer, calls[layer], site, source_acts[site]).double() - base
+            patched = replay_pattern(model, layer, calls[layer], site, source_acts[site])
+            out[(layer, w)] = patched.double() - base
     return out
 
 

@@ -7,13 +7,14 @@ the metric when that cell alone is patched from the source run into the base run
 
 * **AtP** (Nanda 2023; Syed et al. 2023): ``(a_src − a_base) · dM/da`` at the base run, summed
   over the cell's entries: one forward on the source, one forward + backward on the base.
-* **QK fix** (``qk_fix``; sweeps ``queries`` and ``keys``; paper §3.1.1): the softmax is kept
-  out of the linearisation -- the pattern under the patched q (or k) is recomputed exactly and
-  the estimate is ``sum dM/dA · (A' − A)`` (``atp_qk``). It costs two calls of each layer's
-  attention module, no forward. The ``values`` cells stay linear (v enters z linearly).
-* **GradDrop** (``grad_drop``; paper §3.1.2): against cancelling paths, for each layer l one
-  more backward with the gradient through layer l's contributions to the residual stream (its
-  ``attn_out`` and ``mlp_out``; the forward is unchanged, an ``Apply`` detaches them) set to
+* **QK fix** (``qk_fix``; sweeps ``queries`` and ``keys``): against attention saturation, the
+  softmax is kept out of the linearisation -- the pattern under the patched q (or k) is
+  recomputed exactly and the estimate is ``sum dM/dA · (A' − A)`` (``atp_qk``). It costs two
+  calls of each layer's attention module, no forward. ``values`` cells stay linear (v enters z
+  linearly).
+* **GradDrop** (``grad_drop``): against paths that cancel, for each layer l one more backward
+  with the gradient through layer l's contributions to the residual stream (its ``attn_out``
+  and ``mlp_out``; the forward is unchanged, an ``Apply`` detaches them) set to
   zero, giving ``Î_l(n)``; the cell's AtP* score is the mean over prompts of the mean over
   l ≠ layer(n) of ``|Î_l(n)|`` -- the paper's ``1/(L−1) sum_l |Î_l|``, since a node's own
   layer gives ``Î = 0``. Residual-stream cells (resid_pre / resid_mid / resid_post) are no
@@ -81,7 +82,7 @@ class AtPStarResult:
     base_metric: torch.Tensor  # [prompt]
     clean_metric: torch.Tensor  # [prompt]
     corrupt_metric: torch.Tensor  # [prompt]
-    drop_delta: torch.Tensor | None = None  # [layer dropped, prompt, *cells]; NaN: not run
+    drop_delta: torch.Tensor | None = None  # [layer dropped, prompt, *cells]; NaN: left out
     passes: dict[str, int] | None = None
     seconds: float = 0.0
 
@@ -160,7 +161,8 @@ def atp_star(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
             return linear(grads)
         per_layer = {}
         for layer in layers:
-            grad_a = atp_qk.pattern_grad(model, grads[Site(layer, SiteKind.Z)], g.acts[Site(layer, SiteKind.V)])
+            z, v = Site(layer, SiteKind.Z), Site(layer, SiteKind.V)
+            grad_a = atp_qk.pattern_grad(model, grads[z], g.acts[v])
             per_layer[layer] = atp_qk.qk_cells(changes[(layer, which)], grad_a, which,
                                                model.dims.n_kv_heads)[:, None]
         return _gather(cells, per_layer)
@@ -179,7 +181,7 @@ def atp_star(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
     denom = float((clean_m.mean() - corrupt_m.mean()).abs())
     effects = normalise(config.metric, base_m[:, None] + delta.float(), clean_m[:, None],
                         corrupt_m[:, None], base="corrupt" if denoising else "clean")
-    score = _score(delta, drop_delta, cells, config) / denom
+    score = _score(delta, drop_delta) / denom
     shape = [len(v) for v in axes.values()]
     return AtPStarResult(
         config, axes, effects.reshape(n, *shape), delta.float().reshape(n, *shape),
@@ -190,32 +192,32 @@ def atp_star(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
 
 def _grad_drop(model: Model, base, metric, grad_sites, cells, estimate, config
                ) -> tuple[torch.Tensor, int]:
-    """Î_l for every layer l: [n_layers, n, cells], NaN for a layer not run (one whose drop
-    only touches cells of that layer, which leave it out)."""
+    """Î_l for every layer l: [n_layers, n, cells]; NaN where a cell leaves l out (its own
+    layer: Î_l = 0 by construction) and for a layer whose drop would only touch such cells."""
     n_layers = model.dims.n_layers
-    residual = config.sweep in RESIDUAL
+    own = torch.zeros(n_layers, len(cells), dtype=torch.bool)
+    if config.sweep not in RESIDUAL:
+        for j, c in enumerate(cells):
+            own[c.layer, j] = True
     out = torch.full((n_layers, base.shape[0], len(cells)), float("nan"), dtype=torch.float64)
     runs = 0
     for layer in range(n_layers):
-        if not residual and all(c.layer == layer for c in cells):
+        if bool(own[layer].all()):
             continue
         res = model.gradients(base, metric, grad_sites, _drop_edits(model, layer))
-        out[layer] = estimate(res.grads)
+        out[layer] = estimate(res.grads).masked_fill(own[layer], float("nan"))
         runs += 1
     return out, runs
 
 
-def _score(delta: torch.Tensor, drop_delta: torch.Tensor | None, cells, config) -> torch.Tensor:
-    """Mean over prompts of |Î| (plain), or of the mean over l != layer(n) of |Î_l| (GradDrop);
-    a cell with no other layer to drop (a one-layer model) keeps |Î|."""
+def _score(delta: torch.Tensor, drop_delta: torch.Tensor | None) -> torch.Tensor:
+    """Mean over prompts of |Î| (plain), or of the mean over the dropped layers l != layer(n)
+    of |Î_l| (GradDrop); a cell with no other layer to drop (one layer) keeps |Î|."""
     if drop_delta is None:
         return delta.abs().mean(0)
-    valid = ~torch.isnan(drop_delta[:, 0])  # [layers, cells]
-    if config.sweep not in RESIDUAL:
-        for j, c in enumerate(cells):
-            valid[c.layer, j] = False
-    count = valid.sum(0)  # [cells]
-    summed = torch.where(valid[:, None], drop_delta.abs(), torch.zeros_like(drop_delta)).sum(0)
+    valid = ~torch.isnan(drop_delta)
+    count = valid.sum(0)
+    summed = torch.where(valid, drop_delta.abs(), torch.zeros_like(drop_delta)).sum(0)
     per_prompt = torch.where(count > 0, summed / count.clamp(min=1), delta.abs())
     return per_prompt.mean(0)
 

@@ -21,6 +21,8 @@ from interplab.analyses.logit_lens import LogitLensConfig, logit_lens
 from interplab.analyses.patching import PatchingConfig, activation_patching
 from interplab.analyses.patching_report import patching_blocks, top_cells
 from interplab.analyses.patching_run import PatchRunResult
+from interplab.analyses.verified import VerifiedConfig, VerifiedResult, verified_patching
+from interplab.analyses.verified_report import verified_blocks, verified_cells
 from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Block, Heading, Lines, Scatter, Table, Text, ci_text
 from interplab.core.config import RunFields, param
@@ -38,7 +40,12 @@ class IOIRunConfig(RunFields):
 
     n: int = param(12, help="Number of clean/corrupt IOI pairs (one template, name order and length). 12 lets a cell pass BH over the sweep (the smallest permutation p is 2/2**n).", ge=2, le=10_000)
     n_resamples: int = param(2000, help="Bootstrap resamples per CI.", ge=2)
-    attribution: bool = param(True, help="Also compare attribution patching with exact head patching.")
+    mode: str = param("verified", choices=("verified", "exact"), help="verified: AtP* over each sweep, then "
+                      "exact patching of its top cells and a random sample of the rest (fast); exact: every cell.")
+    top_k: int = param(40, ge=0, help="verified: cells of largest AtP* score patched exactly, per sweep.")
+    n_random: int = param(30, ge=0, help="verified: further cells drawn at random and patched exactly, per sweep.")
+    attribution: bool = param(True, help="exact mode: also compare attribution patching (plain and IG) with exact "
+                              "head patching.")
 
 
 @dataclass
@@ -88,9 +95,11 @@ class IOIResult(Result):
     wrong_word: str
     baseline: Baselines
     logit_lens: LensCurve
-    patch_resid_pre: PatchRunResult
-    patch_heads: PatchRunResult
+    patch_resid_pre: PatchRunResult | None = None  # exact mode
+    patch_heads: PatchRunResult | None = None  # exact mode
     attribution: dict[str, VsExact] = field(default_factory=dict)
+    verified: dict[str, VerifiedResult] = field(default_factory=dict)  # verified mode, by sweep
+    position_roles: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def title(self) -> str:
@@ -103,10 +112,22 @@ class IOIResult(Result):
             out |= {f"{run}_logit_diff": float(ld.mean()), f"{run}_logit_diff_low": float(ci.low),
                     f"{run}_logit_diff_high": float(ci.high)}
         out["clean_accuracy"] = b.accuracy
-        for i, c in enumerate(top_cells(self.patch_heads, 3), 1):
-            out |= {f"top{i}_head": c.label, f"top{i}_head_effect": c.mean}
-            if c.low is not None:
-                out |= {f"top{i}_head_low": c.low, f"top{i}_head_high": c.high}
+        if self.patch_heads is not None:
+            for i, c in enumerate(top_cells(self.patch_heads, 3), 1):
+                out |= {f"top{i}_head": c.label, f"top{i}_head_effect": c.mean}
+                if c.low is not None:
+                    out |= {f"top{i}_head_low": c.low, f"top{i}_head_high": c.high}
+        for sweep, v in self.verified.items():
+            rows = sorted(verified_cells(v, self.position_roles), key=lambda r: -abs(r["effect"]))
+            out[f"{sweep}_verified_cells"] = len(rows)
+            out[f"{sweep}_significant_cells"] = int(v.exact.summary.significant.sum())
+            for i, r in enumerate(rows[:3], 1):
+                out |= {f"{sweep}_top{i}": r["cell"], f"{sweep}_top{i}_effect": r["effect"],
+                        f"{sweep}_top{i}_low": r["low"], f"{sweep}_top{i}_high": r["high"]}
+            if v.rank_corr is not None:
+                out[f"{sweep}_sample_spearman"] = v.rank_corr
+            if v.missed_max is not None:
+                out[f"{sweep}_largest_missed"] = v.missed_max
         for method, v in self.attribution.items():
             out |= {f"{method}_pearson": v.pearson, f"{method}_kendall": v.kendall}
         return out
@@ -125,10 +146,16 @@ class IOIResult(Result):
             "S2 alone restores a repeated name the corrupt prompt never had, which is why S2 cells can "
             "be negative.")]
         out += self._baseline_blocks() + self._lens_blocks()
-        out += patching_blocks("patch_resid_pre", self.patch_resid_pre,
-                               "Denoising patching of resid_pre (layer × position)")
-        out += patching_blocks("patch_heads", self.patch_heads,
-                               "Denoising patching of head outputs (layer × head, all positions)")
+        if self.patch_resid_pre is not None:
+            out += patching_blocks("patch_resid_pre", self.patch_resid_pre,
+                                   "Denoising patching of resid_pre (layer × position)")
+        if self.patch_heads is not None:
+            out += patching_blocks("patch_heads", self.patch_heads,
+                                   "Denoising patching of head outputs (layer × head, all positions)")
+        for sweep, title in (("resid_pre", "Denoising patching of resid_pre (layer × position), verified"),
+                             ("heads", "Denoising patching of head outputs (layer × head, all positions), verified")):
+            if sweep in self.verified:
+                out += verified_blocks(f"patch_{sweep}", self.verified[sweep], title, self.position_roles)
         if self.attribution:
             out += self._attribution_blocks()
         out.append(Text(f"Total time {self.seconds:.0f} s on {self.device}.", note=True))
@@ -185,23 +212,31 @@ def demo(cfg: IOIRunConfig, ctx: Context) -> IOIResult:
     ctx.phase("logit lens")
     lens = _lens(model, task)
     common = {"n_resamples": cfg.n_resamples, "seed": cfg.seed}
-    ctx.phase("patching resid_pre (layer × position)")
-    resid = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
-                                PatchingConfig(sweep="resid_pre", **common))
-    ctx.phase("patching head outputs (layer × head)")
-    heads = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
-                                PatchingConfig(sweep="heads", **common))
-    attribution = {}
-    if cfg.attribution:
-        ctx.phase("attribution patching vs exact")
-        attribution = _attribution(model, task, heads, cfg)
+    resid = heads = None
+    attribution, verified = {}, {}
+    if cfg.mode == "exact":
+        ctx.phase("patching resid_pre (layer × position)")
+        resid = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
+                                    PatchingConfig(sweep="resid_pre", **common))
+        ctx.phase("patching head outputs (layer × head)")
+        heads = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
+                                    PatchingConfig(sweep="heads", **common))
+        if cfg.attribution:
+            ctx.phase("attribution patching vs exact")
+            attribution = _attribution(model, task, heads, cfg)
+    else:
+        for sweep in ("resid_pre", "heads"):
+            ctx.phase(f"AtP* over {sweep}, then exact patching of {cfg.top_k} + {cfg.n_random} cells")
+            verified[sweep] = verified_patching(model, task.clean, task.corrupt, task.answers, task.wrong,
+                                                VerifiedConfig(sweep=sweep, mode="verified", top_k=cfg.top_k,
+                                                               n_random=cfg.n_random, **common))
     return IOIResult(
         model_name=model.source.get("name", ""), device=str(model.device), clean_example=task.clean_text[0],
         corrupt_example=task.corrupt_text[0], answer_word=task.meta["answer_words"][0],
         wrong_word=task.meta["wrong_words"][0], baseline=baseline, logit_lens=lens,
-        patch_resid_pre=PatchRunResult(**vars(resid), position_roles=task.role_labels()),
-        patch_heads=PatchRunResult(**vars(heads)),
-        attribution=attribution, seconds=time.time() - t0)
+        patch_resid_pre=None if resid is None else PatchRunResult(**vars(resid), position_roles=task.role_labels()),
+        patch_heads=None if heads is None else PatchRunResult(**vars(heads)),
+        attribution=attribution, verified=verified, position_roles=task.role_labels(), seconds=time.time() - t0)
 
 
 def _baselines(model: Model, task, cfg: IOIRunConfig) -> Baselines:

@@ -167,7 +167,7 @@ def _chosen(grid: list[_Cell], axes: dict[str, list], cells, n_pos: int
         key = tuple(int(v) for v in coords)
         if len(key) == len(names) and "pos" in names:
             i = names.index("pos")
-            key = key[:i] + (key[i] % n_pos if -n_pos <= key[i] < n_pos else key[i],) + key[i + 1 :]
+            key = (*key[:i], key[i] % n_pos if -n_pos <= key[i] < n_pos else key[i], *key[i + 1 :])
         if key not in where:
             grid_text = ", ".join(f"{k}: {v}" for k, v in axes.items())
             raise ConfigError(f"Cell {tuple(coords)} is not in this sweep's grid ({'/'.join(names)} "

@@ -6,13 +6,15 @@ random sample of the rest, and what the sample says about the effects the estima
 fix, optionally GradDrop) over the grid, then patches exactly -- the batched
 ``activation_patching`` restricted to a cell list -- the ``top_k`` cells of largest AtP* score
 and ``n_random`` cells drawn uniformly, without replacement and seeded, from the others. The
-exact cells come with their bootstrap CIs, p- and BH q-values (over the verified cells). This is
-the workflow Kramár et al. 2024 recommend ("AtP*", arXiv:2403.00745, §3.3 and their diagnostic
-of false negatives by sampling): the estimate spends the budget, the sample checks it.
+exact cells come with their bootstrap CIs, p- and BH q-values (over the verified cells). In the
+spirit of Kramár et al. 2024 ("AtP*", arXiv:2403.00745), who verify AtP*'s top nodes by
+activation patching and bound the remaining false negatives by sampling: the estimate spends
+the budget, the sample checks it.
 
 What the random sample S (m cells of the N cells U outside the top-k) reports, with magnitudes
 on the effects' scale (a cell's magnitude is the mean over prompts of |its per-prompt change|,
-i.e. |effect − null| per prompt averaged; the AtP* score estimates exactly this):
+i.e. |effect − null| per prompt averaged; AtP*'s score without GradDrop estimates exactly
+this, GradDrop's is a proxy for it):
 
 * ``rank_corr``: Spearman's rho between AtP* score and exact magnitude over S, with a pairs
   bootstrap CI (BCa) -- how well the estimate orders cells it did not put first.
@@ -23,11 +25,12 @@ i.e. |effect − null| per prompt averaged; the AtP* score estimates exactly thi
   stated confidence at most K cells of U are larger than ``missed_max`` (hypergeometric; exact
   for the uniform sample, no assumption on the effects).
 * ``missed_bound``: a split-conformal upper bound (Vovk et al. 2005; Lei et al. 2018). With
-  residuals r = exact − score over S and q the ceil((m+1)·confidence)-th smallest of them, each
-  unverified cell j has exact_j <= score_j + q with probability >= confidence (S and j are
-  exchangeable: S is a uniform draw from U). ``missed_bound`` = max(missed_max, max_j score_j +
-  q): the largest of those per-cell bounds; the coverage is per cell, not simultaneous over all
-  cells. Infinite when m < confidence / (1 − confidence) (e.g. m < 19 at 95%).
+  residuals r = exact − score over S and q the ceil((m+1)·confidence)-th smallest of them, an
+  unverified cell j drawn at random has exact_j <= score_j + q with probability >= confidence
+  (S and j are exchangeable: S is a uniform draw from U; any score works, GradDrop's too).
+  ``missed_bound`` = max(missed_max, max_j score_j + q), the largest of those per-cell bounds:
+  the coverage is per cell, not simultaneous over all cells. None when the sample is too small
+  to give q, i.e. ceil((m+1)·confidence) > m (m < 19 at 95%).
 """
 
 from __future__ import annotations
@@ -162,10 +165,11 @@ def _check(s_score: torch.Tensor, s_exact: torch.Tensor, u_score: torch.Tensor, 
         return {"missed_exceed": n_rest}
     out["missed_max"] = float(s_exact.max())
     out["missed_exceed"] = exceed_bound(n_rest, m, conf)
-    rank = math.ceil((m + 1) * conf)
-    q = float("inf") if rank > m else float(torch.sort(s_exact - s_score).values[rank - 1])
-    top_unverified = float(u_score.max()) if len(u_score) else float("-inf")
-    out["missed_bound"] = max(out["missed_max"], top_unverified + q)
+    rank = math.ceil((m + 1) * conf - 1e-9)  # conformal rank, robust to 20 * 0.95 = 18.999...
+    if rank <= m:
+        q = float(torch.sort(s_exact - s_score).values[rank - 1])
+        top_unverified = float(u_score.max()) if len(u_score) else float("-inf")
+        out["missed_bound"] = max(out["missed_max"], top_unverified + q)
     constant = bool(s_score.max() == s_score.min()) or bool(s_exact.max() == s_exact.min())
     if m >= 3 and not constant:
         ci = correlation_ci(s_score, s_exact, "spearman", n_resamples=config.n_resamples,

@@ -24,6 +24,30 @@ from .families import (
 )
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Llama with a character tokenizer, saved to disk (load it by path)."""
+    from .test_harvest import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    """``tiny_dir`` loaded as a HookedModel."""
+    from interplab.runtime.loading import load
+
+    return load(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small plain-text corpus of random words."""
+    from .test_harvest import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "docs.txt")
+
+
 @pytest.fixture(scope="package", autouse=True)
 def _one_thread():
     """Tiny models run faster on one thread, and many times faster when the 2 cores are

@@ -9,13 +9,6 @@ import pytest
 
 from interplab.cli.main import main
 
-from .test_harvest import save_tiny
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("bad-inputs") / "model")
-
 
 def _fails(argv, capsys, *needles):
     assert main(argv) == 2
@@ -51,18 +44,18 @@ def test_values_are_checked_before_the_model_is_touched(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_sizes_beyond_the_model(tiny, tmp_path, capsys):
+def test_sizes_beyond_the_model(tiny_dir, tmp_path, capsys):
     out = tmp_path / "runs"
-    _fails(["lens", "abc", "--model", tiny, "--top-k", "1000", "--out", str(out)], capsys,
+    _fails(["lens", "abc", "--model", tiny_dir, "--top-k", "1000", "--out", str(out)], capsys,
            "top_k=1000 exceeds the vocabulary (32 tokens)")
-    _fails(["lens", "ab" * 40, "--model", tiny, "--out", str(out)], capsys,
+    _fails(["lens", "ab" * 40, "--model", tiny_dir, "--out", str(out)], capsys,
            "A prompt of 80 tokens exceeds the model's 64 positions")
-    _fails(["generate", "--prompt", "abc", "--model", tiny, "--max-new-tokens", "100", "--out", str(out)], capsys,
+    _fails(["generate", "--prompt", "abc", "--model", tiny_dir, "--max-new-tokens", "100", "--out", str(out)], capsys,
            "plus 100 new tokens exceeds the model's 64 positions")
     assert not out.exists()
 
 
-def test_negative_numbers_in_list_options(tiny, tmp_path, capsys):
+def test_negative_numbers_in_list_options(tiny_dir, tmp_path, capsys):
     # parsed as the list (-1, 0, 1); the error that follows is about the tiny model's sites
-    _fails(["steer", "--model", tiny, "--scales", "-1,0,1", "--site", "L9.resid_post", "--out", str(tmp_path)],
+    _fails(["steer", "--model", tiny_dir, "--scales", "-1,0,1", "--site", "L9.resid_post", "--out", str(tmp_path)],
            capsys, "L9")

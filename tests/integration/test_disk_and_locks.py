@@ -30,26 +30,9 @@ from interplab.dictionary import DICTIONARIES, DictionaryConfig
 from interplab.runs import record
 from interplab.runs.record import RunRecord, list_runs
 
-from .test_harvest import config, save_tiny, write_corpus
+from .test_harvest import config
 
 ENOSPC_SAFETENSORS = "Error while serializing: I/O error: No space left on device (os error 28)"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    import interplab
-
-    return interplab.load(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "docs.txt")
 
 
 # -- disk full ---------------------------------------------------------------------------------

@@ -56,21 +56,6 @@ def write_corpus(path, n_docs: int = 40, seed: int = 0) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return interplab.load(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "docs.txt")
-
-
 def config(out, corpus, **kw) -> HarvestConfig:
     base = dict(out=str(out), model="tiny", sites=SITES, n_tokens=200, ctx_len=16, batch_size=3,
                 dtype="float32", shard_tokens=60, corpus=corpus)

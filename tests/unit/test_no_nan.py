@@ -31,12 +31,7 @@ SITE = "L1.resid_post"
 DICT = [DictionaryConfig(arch="topk", d_in=8, d_sae=32, k=2, input_site=SITE)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n=512, d=8):

@@ -24,13 +24,7 @@ from interplab.groundtruth.planted import (
 )
 from interplab.groundtruth.truth import Truth, node_site
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the programs --------------------------------------------------------------------------------

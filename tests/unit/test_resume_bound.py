@@ -27,12 +27,7 @@ SITE = "L1.resid_post"
 DICT = [DictionaryConfig(arch="topk", d_in=8, d_sae=32, k=2, input_site=SITE)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_store(root: Path, seed: int, rows=64, n_shards=2, d=8) -> Path:

@@ -14,13 +14,7 @@ from interplab.groundtruth.synthetic import (
     planted_concept,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_directions_are_unit_rows_and_orthogonal_when_asked():

@@ -16,12 +16,7 @@ from interplab.dictionary.trainer import TrainResult, train
 SITE, OTHER = "L1.resid_post", "L2.resid_post"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n=1024, d=8, seed=0):

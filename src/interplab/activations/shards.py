@@ -64,7 +64,6 @@ def site_file(site: str) -> str:
     return f"{site}.safetensors"
 
 
-_sha256_file = sha256_file
 
 
 def files_hash(files: dict[str, str]) -> str:
@@ -114,7 +113,7 @@ def write_shard(root: Path, index: int, acts: dict[str, Tensor], tokens: Tensor,
         hashes = {}
         for name, tensors in files.items():
             _save(tensors, tmp / name)
-            hashes[name] = _sha256_file(tmp / name)
+            hashes[name] = sha256_file(tmp / name)
         meta = {"index": index, "n_tokens": n.pop(), "n_contexts": int(tokens.shape[0]),
                 "first_context": first_context, "files": hashes,
                 "sha256": files_hash(hashes)}

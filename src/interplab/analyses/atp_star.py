@@ -45,7 +45,7 @@ import torch
 from interplab.analyses import atp_qk
 from interplab.analyses.attribution_engine import PromptMetric
 from interplab.analyses.metrics import normalise
-from interplab.analyses.patching import HEAD_INPUTS, PatchingConfig, _cells, _check_inputs
+from interplab.analyses.patching import HEAD_INPUTS, PatchingConfig, _cells, pair_inputs
 from interplab.core.config import param
 from interplab.core.errors import SiteError
 from interplab.core.model import Model
@@ -125,9 +125,7 @@ def _drop_edits(model: Model, layer: int) -> list[Apply]:
 def atp_star(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
              config: AtPStarConfig = AtPStarConfig()) -> AtPStarResult:
     """AtP* estimates of every cell of the sweep; see the module docstring."""
-    clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
-    answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
-    _check_inputs(model, clean, corrupt, answers, wrong)
+    clean, corrupt, answers, wrong = pair_inputs(model, clean, corrupt, answers, wrong)
     n, n_pos = clean.shape
     cells, axes = _cells(model, config, n_pos)
     which = QK.get(config.sweep) if config.qk_fix else None

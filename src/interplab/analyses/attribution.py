@@ -54,7 +54,7 @@ import torch
 
 from interplab.analyses import attribution_engine as engine
 from interplab.analyses.metrics import check_metric, normalise
-from interplab.analyses.patching import DIRECTIONS, PatchingResult, _check_inputs
+from interplab.analyses.patching import DIRECTIONS, PatchingResult, pair_inputs
 from interplab.core.config import param
 from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.model import Model
@@ -136,9 +136,7 @@ class AttributionResult:
 def attribution_patching(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
                          config: AttributionConfig = AttributionConfig()) -> AttributionResult:
     """Estimate every node's patching effect from gradients; see the module docstring."""
-    clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
-    answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
-    _check_inputs(model, clean, corrupt, answers, wrong)
+    clean, corrupt, answers, wrong = pair_inputs(model, clean, corrupt, answers, wrong)
     n, n_pos = clean.shape
     layers, positions, axes = engine.cells(model, config, n_pos)
     if config.compare_exact:

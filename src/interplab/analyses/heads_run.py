@@ -31,8 +31,11 @@ class HeadsResult(HeadScores, Result):
         return f"Attention head detectors on {self.model_name}"
 
     def headline(self) -> dict:
-        return {f"top_{name}_head": f"L{layer}.h{h}" for name in SHOWN for layer, h, _ in self.top(name, 1)} | {
-            f"top_{name}_score": s for name in SHOWN for _, _, s in self.top(name, 1)}
+        out: dict = {}
+        for name in SHOWN:
+            ((layer, h, score),) = self.top(name, 1)
+            out |= {f"top_{name}_head": f"L{layer}.h{h}", f"top_{name}_score": score}
+        return out
 
     def blocks(self) -> list[Block]:
         out: list[Block] = []

@@ -95,6 +95,15 @@ class _Cell:
     pos: int | None
 
 
+def pair_inputs(model: Model, clean, corrupt, answers, wrong) -> tuple[Batch, Batch, torch.Tensor, torch.Tensor]:
+    """Clean / corrupt prompts as batches and the answer ids as tensors, checked for what every
+    patching-like analysis assumes (one token length, matching sizes, ids in the vocabulary)."""
+    clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
+    answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
+    _check_inputs(model, clean, corrupt, answers, wrong)
+    return clean, corrupt, answers, wrong
+
+
 def _check_inputs(model: Model, clean: Batch, corrupt: Batch, answers, wrong) -> None:
     if clean.shape[0] == 0:
         raise InputError("Empty prompt set: patching needs at least one clean/corrupt pair.")
@@ -189,9 +198,7 @@ def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: Ans
     for the residual sweeps, (layer, head, pos) for heads_by_position); the result then has
     one axis ``cell`` (labels such as ``L1.h2``, ``L0.p3``), in the order given, and its
     statistics (q-values included) are over those cells only."""
-    clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
-    answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
-    _check_inputs(model, clean, corrupt, answers, wrong)
+    clean, corrupt, answers, wrong = pair_inputs(model, clean, corrupt, answers, wrong)
     n, n_pos = clean.shape
     cells, axes = _cells(model, config, n_pos) if cells is None else _chosen(
         *_cells(model, config, n_pos), cells, n_pos)

@@ -30,7 +30,7 @@ def _mean(result) -> torch.Tensor:
     return result.effects.mean(0) if s is None else s.mean
 
 
-def _labels(result, name: str) -> list[str]:
+def axis_labels(result, name: str) -> list[str]:
     """Tick labels of one cell axis: positions with their tokens, other axes by letter."""
     values = result.axes[name]
     tokens = getattr(result, "position_labels", None) or []
@@ -47,7 +47,7 @@ def cell_label(result, index: tuple[int, ...]) -> str:
     names = list(result.axes)
     parts = [f"L{result.axes[names[0]][index[0]]}"]
     for name, i in zip(names[1:], index[1:]):
-        parts += [name, _labels(result, name)[i]]
+        parts += [name, axis_labels(result, name)[i]]
     return " ".join(parts)
 
 
@@ -93,7 +93,7 @@ def effect_figures(key: str, result, title: str) -> list[Block]:
     names = list(result.axes)
     caption = (f"{title}: mean over {result.effects.shape[0]} prompts; dots: significant after "
                "Benjamini–Hochberg (q < 0.05).")
-    rows = _labels(result, names[0])
+    rows = axis_labels(result, names[0])
     if mean.ndim == 1:
         return [Bars(key, title, rows, [float(v) for v in mean], "mean effect (0 = corrupt, 1 = clean)",
                      low=None if s is None else [float(v) for v in s.low],
@@ -102,12 +102,12 @@ def effect_figures(key: str, result, title: str) -> list[Block]:
     half = None if s is None else ((s.high - s.low) / 2).float()
     sig = None if s is None else s.significant
     if mean.ndim == 2:
-        return [Heatmap(key, title, mean.float(), rows, _labels(result, names[1]), halfwidth=half,
+        return [Heatmap(key, title, mean.float(), rows, axis_labels(result, names[1]), halfwidth=half,
                         significant=sig, xlabel=names[1], caption=caption)]
     out: list[Block] = []  # [layer, head, pos]: one layer × position map per head
     for h, head in enumerate(result.axes[names[1]]):
         out.append(Heatmap(f"{key}_h{head}", f"{title}, head {head}", mean[:, h].float(), rows,
-                           _labels(result, names[2]), halfwidth=None if half is None else half[:, h],
+                           axis_labels(result, names[2]), halfwidth=None if half is None else half[:, h],
                            significant=None if sig is None else sig[:, h], xlabel=names[2],
                            caption=caption))
     return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from interplab.analyses.metrics import answer_metric, check_metric, normalise
-from interplab.analyses.patching import _check_inputs
+from interplab.analyses.patching import pair_inputs
 from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError
 from interplab.core.model import Model
@@ -65,9 +65,7 @@ class PathPatchingResult:
 
 def path_patching(model: Model, clean, corrupt, answers: AnswerIds, wrong: AnswerIds,
                   config: PathPatchingConfig) -> PathPatchingResult:
-    clean, corrupt = model.to_batch(clean), model.to_batch(corrupt)
-    answers, wrong = torch.as_tensor(answers).long(), torch.as_tensor(wrong).long()
-    _check_inputs(model, clean, corrupt, answers, wrong)
+    clean, corrupt, answers, wrong = pair_inputs(model, clean, corrupt, answers, wrong)
     receivers = [model.site(r) for r in config.receivers]
     first = min(r.layer if r.layer is not None else model.dims.n_layers for r in receivers)
     layers = list(range(first)) if config.sender_layers is None else list(config.sender_layers)

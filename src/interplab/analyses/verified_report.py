@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import torch
 
-from interplab.analyses.patching_report import _labels, power_text
+from interplab.analyses.patching_report import axis_labels, power_text
 from interplab.analyses.verified import VerifiedResult
 from interplab.core.blocks import Block, Heading, Heatmap, Table, Text, ci_text
 
@@ -19,11 +19,16 @@ def _grid(v: VerifiedResult, roles: dict[int, str]) -> SimpleNamespace:
     return SimpleNamespace(axes=v.axes, position_labels=tokens, position_roles=roles)
 
 
+def _index(grid, coords: list[int]) -> tuple[int, ...]:
+    """The grid index of a cell given by its coordinates (axis values)."""
+    return tuple(values.index(c) for values, c in zip(grid.axes.values(), coords))
+
+
 def _cell_name(grid, coords: list[int]) -> str:
     names = list(grid.axes)
     parts = [f"L{coords[0]}"]
     for name, value in zip(names[1:], coords[1:]):
-        labels = _labels(grid, name)
+        labels = axis_labels(grid, name)
         parts += [name, labels[grid.axes[name].index(value)]]
     return " ".join(parts)
 
@@ -36,7 +41,7 @@ def verified_cells(v: VerifiedResult, roles: dict[int, str]) -> list[dict]:
     n_top = len(v.cells) - int(v.sampled.sum())
     rows = []
     for i, coords in enumerate(v.cells):
-        index = tuple(grid.axes[name].index(c) for name, c in zip(grid.axes, coords))
+        index = _index(grid, coords)
         rows.append({"cell": _cell_name(grid, coords), "estimate": float(est[index]),
                      "effect": float(s.mean[i]), "low": float(s.low[i]), "high": float(s.high[i]),
                      "p": float(s.p[i]), "q": float(s.q[i]), "chosen": "top-k" if i < n_top else "random"})
@@ -50,11 +55,11 @@ def verified_blocks(key: str, v: VerifiedResult, title: str, roles: dict[int, st
     sig = torch.zeros_like(v.verified)
     significant = v.exact.summary.significant
     for i, coords in enumerate(v.cells):
-        sig[tuple(grid.axes[n].index(c) for n, c in zip(names, coords))] = bool(significant[i])
+        sig[_index(grid, coords)] = bool(significant[i])
     n_cells, n_exact = v.verified.numel(), len(v.cells)
     out: list[Block] = [
         Heading(title),
-        Heatmap(key, f"{title}: AtP* estimate", est, _labels(grid, names[0]), _labels(grid, names[1]),
+        Heatmap(key, f"{title}: AtP* estimate", est, axis_labels(grid, names[0]), axis_labels(grid, names[1]),
                 significant=sig, xlabel=names[1], value_label="estimated effect (0 = corrupt, 1 = clean)",
                 caption=f"AtP* (attribution with the QK fix) estimate of every cell, mean over prompts; "
                         f"{n_exact} of {n_cells} cells were then patched exactly (the top {n_exact - int(v.sampled.sum())} "

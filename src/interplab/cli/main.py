@@ -10,10 +10,12 @@ Errors a user can trigger print as one clear message (exit 2), not a traceback.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
+import os
 import re
 import sys
+
+from interplab.core.errors import closest
 
 META = {"run": "run any analysis from a YAML/JSON config file (--list: every analysis and its fields)",
         "models": "list default and cached models"}
@@ -38,9 +40,9 @@ class Parser(argparse.ArgumentParser):
                 choices += list(action.choices)
         words = [w for w in message.replace(",", " ").replace("'", " ").split() if w.startswith("-") or w.isidentifier()]
         for word in words:
-            close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-            if close and close[0] != word:
-                message += f" (did you mean {close[0]}?)"
+            close = closest(word, choices)
+            if close:
+                message += f" (did you mean {close}?)"
                 break
         super().error(message)
 
@@ -78,18 +80,14 @@ def _cmd_models() -> int:
 
 
 def _cmd_list() -> int:
-    import dataclasses
+    """Every analysis with its fields, their docs and defaults (from the catalogue: no torch)."""
+    from interplab.cli.catalog import catalog
 
-    from interplab.cli.args import field_help
-    from interplab.core.analysis import load_analyses
-
-    for name, entry in load_analyses().items():
-        print(f"{name}: {entry.help}")
-        for f in dataclasses.fields(entry.config):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            print(f"    {f.name} = {shown}    {field_help(f)}")
+    for name, info in catalog().items():
+        print(f"{name}: {info['help']}")
+        for spec in info["fields"]:
+            default = "(required)" if spec["required"] else spec["default"]
+            print(f"    {spec['name']} = {default}    {spec['help']}")
         print()
     return 0
 
@@ -147,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except InterplabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `interplab run --list | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

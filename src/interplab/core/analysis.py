@@ -18,6 +18,7 @@ imported by ``load_analyses()``, so adding an analysis means adding one such fil
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Callable
@@ -80,7 +81,8 @@ def register_analysis(name: str, *, config: type, result: type, help: str, needs
     return decorate
 
 
-def analysis_modules() -> list[str]:
+@functools.cache
+def analysis_modules() -> tuple[str, ...]:
     """Module names of the files that define analyses (``*_run.py``), found without importing."""
     root = Path(__file__).resolve().parent.parent
     names = []
@@ -88,7 +90,7 @@ def analysis_modules() -> list[str]:
         rel = path.relative_to(root).with_suffix("")
         if rel.parts[0] != "runs":
             names.append(".".join(("interplab", *rel.parts)))
-    return names
+    return tuple(names)
 
 
 def load_analyses() -> Registry[Analysis]:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from interplab.core.errors import ConfigError
+from interplab.core.errors import ConfigError, did_you_mean
 from interplab.core.errors import choices as fmt_choices
 
 _CHECKS = ("ge", "gt", "le", "lt", "choices")
@@ -162,16 +163,12 @@ def to_dict(config) -> dict:
 def build_config(cls, data: dict, where: str = "config"):
     """``cls(**data)`` with every value converted to its field's declared type; unknown
     fields and values of the wrong type are errors naming the field (and a close match)."""
-    import difflib
-    import typing
-
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown fields {unknown} in {where}.{hint} Valid: {sorted(fields)}.")
+        raise ConfigError(f"Unknown fields {unknown} in {where}.{did_you_mean(unknown[0], fields)} "
+                          f"Valid: {sorted(fields)}.")
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -183,10 +180,8 @@ def build_config(cls, data: dict, where: str = "config"):
 
 def convert(value, kind, name: str):
     """One value converted to ``kind`` (str, int, float, bool, tuple[X, ...], optionals)."""
-    import typing
-
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
             return None
         inner = [a for a in args if a is not type(None)]

@@ -49,3 +49,17 @@ class ConfigError(InterplabError, ValueError):
 def choices(values) -> str:
     """Format a closed set of valid choices for an error message."""
     return ", ".join(repr(v) for v in values)
+
+
+def closest(word, options) -> str | None:
+    """The option closest to a mistyped ``word`` (None when nothing is close, or it is exact)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return close[0] if close and close[0] != word else None
+
+
+def did_you_mean(word, options) -> str:
+    """`` Did you mean 'x'?`` for the closest option to ``word``, or ""."""
+    close = closest(word, options)
+    return f" Did you mean {close!r}?" if close else ""

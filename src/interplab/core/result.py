@@ -61,7 +61,11 @@ def encode(obj, tensors: dict[str, torch.Tensor], prefix: str = ""):
         key = prefix or "value"
         if key in tensors:
             raise InputError(f"Two tensors would be stored as {key!r}.")
-        tensors[key] = obj.detach().to("cpu", copy=True).contiguous()  # a copy: safetensors refuses shared storage
+        value = obj.detach().cpu().contiguous()
+        storage = value.untyped_storage().data_ptr()
+        if any(t.untyped_storage().data_ptr() == storage for t in tensors.values()):
+            value = value.clone()  # safetensors refuses two names for one storage
+        tensors[key] = value
         return {"__tensor__": key}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = type(obj)

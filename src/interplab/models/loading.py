@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from interplab.core.artifacts import sha256_file
 from interplab.core.errors import MissingDependencyError, ModelNotFoundError, choices
 from interplab.models.defaults import DEFAULTS
 from interplab.models.registry import adapter_class_for
@@ -44,14 +45,6 @@ def require_gguf() -> None:
             "not installed. Install them with `pip install 'interplab[gguf]'` (or "
             "`pip install gguf accelerate`), or load a safetensors directory instead."
         )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
@@ -85,7 +78,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    meta = {"name": name, "gguf": str(gguf), "gguf_sha256": _file_sha256(gguf),
+    meta = {"name": name, "gguf": str(gguf), "gguf_sha256": sha256_file(gguf),
             "converted_s": round(time.time() - start, 1)}
     (tmp / META).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(target, ignore_errors=True)

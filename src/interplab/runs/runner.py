@@ -22,7 +22,7 @@ from typing import Any
 from interplab.core.analysis import ANALYSES, Analysis, load_analyses
 from interplab.core.blocks import Block
 from interplab.core.config import build_config
-from interplab.core.errors import ConfigError, InputError
+from interplab.core.errors import ConfigError, InputError, did_you_mean
 from interplab.core.result import Result, decode, encode
 from interplab.runs.record import RunRecord
 
@@ -181,11 +181,8 @@ def config_from_file(path: str | Path):
     load_analyses()
     key = ALIASES.get(name, name)
     if key not in ANALYSES:
-        import difflib
-
-        close = difflib.get_close_matches(key, ANALYSES.names(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown analysis {name!r}.{hint} Valid: {', '.join(map(repr, ANALYSES.names()))}.")
+        raise ConfigError(f"Unknown analysis {name!r}.{did_you_mean(key, ANALYSES.names())} "
+                          f"Valid: {', '.join(map(repr, ANALYSES.names()))}.")
     entry = ANALYSES.get(key)
     return entry.name, build_config(entry.config, data, str(path))
 

@@ -52,6 +52,7 @@ KILLABLE = textwrap.dedent("""
 """).format(sites=SITES)
 
 RANKS = textwrap.dedent("""
+    import os
     import sys
     import torch
     import torch.distributed as dist
@@ -66,7 +67,9 @@ RANKS = textwrap.dedent("""
             cfg = HarvestConfig(out=out, model="tiny", sites={sites!r}, n_tokens=200, ctx_len=16,
                                 batch_size=3, dtype="float32", shard_tokens=60, corpus=corpus)
             report = harvest(interplab.load(model_dir), cfg, progress=False)
-            print("rank", rank, "wrote", report.shards_written, report.content_hash, flush=True)
+            # one write(2) per line: both ranks share the pipe, and print() under
+            # PYTHONUNBUFFERED writes each argument separately, so lines could interleave
+            os.write(1, f"rank {{rank}} wrote {{report.shards_written}} {{report.content_hash}}\\n".encode())
         finally:
             dist.destroy_process_group()
 

@@ -54,7 +54,9 @@ def _one_thread():
     shared with other work; restored after this package so other tiers are unaffected."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # what runs' threads=auto resolves to (core.hardware)
+        yield
     torch.set_num_threads(before)
 
 

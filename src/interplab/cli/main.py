@@ -53,10 +53,12 @@ def build_parser(catalog: dict[str, dict] | None = None) -> argparse.ArgumentPar
     from interplab.cli.args import add_spec_args
     from interplab.cli.catalog import catalog as cached
 
-    parser = Parser(prog="interplab", description=DESCRIPTION)
+    catalog = cached() if catalog is None else catalog
+    parser = Parser(prog="interplab", description=DESCRIPTION, epilog=_shared_options(catalog),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
-    for name, info in (cached() if catalog is None else catalog).items():
+    for name, info in catalog.items():
         p = sub.add_parser(name, help=info["help"], description=info["description"])
         add_spec_args(p, info["fields"], tuple(info["positional"]))
     run = sub.add_parser("run", help=META["run"], description=META["run"])
@@ -64,6 +66,21 @@ def build_parser(catalog: dict[str, dict] | None = None) -> argparse.ArgumentPar
     run.add_argument("--list", action="store_true", help="list every analysis with its fields and their docs")
     sub.add_parser("models", help=META["models"], description=META["models"])
     return parser
+
+
+def _shared_options(catalog: dict[str, dict]) -> str:
+    """The options every analysis takes, with their help (the epilog of ``interplab --help``)."""
+    import textwrap
+
+    specs = [info["fields"] for info in catalog.values()]
+    if not specs:
+        return ""
+    common = [s for s in specs[0] if all(any(t["name"] == s["name"] for t in other) for other in specs[1:])]
+    lines = ["options every analysis takes (interplab COMMAND --help lists all of a command's):"]
+    for spec in common:
+        text = f"--{spec['name'].replace('_', '-')}: {spec['help']} (default: {spec['default']})"
+        lines += textwrap.wrap(text, 78, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

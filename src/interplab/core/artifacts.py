@@ -165,6 +165,7 @@ def provenance(model=None, seed: int | None = None, started: str | None = None, 
         "platform": platform.platform(),
         "command": sys.argv,
         "seed": seed,
+        "torch_threads": torch.get_num_threads(),
         "started": started,
         "ended": now(),
     }

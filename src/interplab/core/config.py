@@ -5,8 +5,8 @@ the fields (``interplab.cli.args``), the declared ranges and choices are checked
 (``check_fields``, run by every config composed with ``RunFields``), cross-field checks live in
 ``__post_init__``, and nothing mutates a config after construction.
 
-Run configs are *composed*, not copied: ``RunFields`` (model, seed, out, device, dtype; or
-``RecordFields``, just seed and out, for analyses without a model) and
+Run configs are *composed*, not copied: ``RunFields`` (model, seed, out, threads, device, dtype;
+or ``RecordFields``, just seed, out and threads, for analyses without a model) and
 ``TaskFields`` (task, n) are declared once and mixed into each registered analysis's config
 together with the library config of the technique (e.g. ``PatchingConfig``), so a default
 lives in exactly one place. Where a run derives some of a library config's fields itself,
@@ -26,6 +26,7 @@ from typing import Any
 
 from interplab.core.errors import ConfigError, did_you_mean
 from interplab.core.errors import choices as fmt_choices
+from interplab.core.hardware import parse_threads
 
 _CHECKS = ("ge", "gt", "le", "lt", "choices")
 
@@ -83,13 +84,19 @@ def check_device(device: str) -> None:
 
 @dataclass(frozen=True)
 class RecordFields:
-    """The fields of every run record: where it goes and the seed of everything random."""
+    """The fields of every run record: where it goes, the seed of everything random and the
+    number of CPU threads torch computes with (every analysis runs torch work)."""
 
     seed: int = param(0, help="Seed of the data, noise, splits and statistics.")
     out: str = param("runs", help="Directory under which the run record is written.")
+    # Set for the run only (runs.runner), the caller's count restored after.
+    threads: str = param("auto", help="CPU threads torch computes with: auto (the CPUs this process may really "
+                         "use: its affinity set in physical cores, capped by a cgroup CPU quota; "
+                         "OMP_NUM_THREADS when set) or a number.")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        parse_threads(self.threads)
         _chain_post_init(self, RecordFields)
 
 

@@ -10,6 +10,7 @@ JSON file naming ``analysis:`` and the fields; ``load_run`` reads a run record b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +24,7 @@ from interplab.core.analysis import ANALYSES, Analysis, load_analyses
 from interplab.core.blocks import Block
 from interplab.core.config import build_config
 from interplab.core.errors import ConfigError, InputError, did_you_mean
+from interplab.core.hardware import torch_threads
 from interplab.core.result import Result, decode, encode
 from interplab.runs.record import RunRecord
 
@@ -103,6 +105,14 @@ def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
         raise ConfigError(f"Analysis {entry.name!r} takes a {entry.config.__name__}, got {type(config).__name__}.")
     t0 = time.perf_counter()
     say = phase or (lambda text: log.info("%s: %s", entry.name, text))
+    # torch's thread count from the config's ``threads`` (RecordFields), for the run only.
+    threads = getattr(config, "threads", None)
+    with torch_threads(threads) if threads is not None else contextlib.nullcontext():
+        result, path = _run(entry, config, model, progress, say)
+    return RunOutcome(entry.name, path, result, time.perf_counter() - t0)
+
+
+def _run(entry: Analysis, config, model, progress: bool, say: Callable[[str], None]) -> tuple[Result, Path]:
     ctx = _Context(config, model, progress, say)
     run_name = entry.run_name(config) if entry.run_name else entry.name
     with RunRecord(config.out, run_name, {"analysis": entry.name, **dataclasses.asdict(config)},
@@ -118,7 +128,7 @@ def run_analysis(name: str, config=None, *, model=None, progress: bool = True,
 
         run.write_text("report.html", render_report(run, result.title(), result.blocks()))
         run.model = ctx.loaded_model  # a model loaded during the run is named in provenance too
-    return RunOutcome(entry.name, run.final, result, time.perf_counter() - t0)
+    return result, run.final
 
 
 def write_result(run: RunRecord, name: str, result) -> None:

@@ -10,6 +10,12 @@ its ABC corruption; metric: logit(" Mary") − logit(" John") at the last positi
 medians over interleaved repeats, the speed ratio, and the max abs difference of the two
 (layer × position) grids. Also times interplab's own naive loop (one forward per cell) and the
 sweep without prefix reuse, to show where the speed comes from.
+
+FLOP rate: the sweep counts the FLOPs it needs (each row recomputes only its suffix of positions
+through the blocks from its patched layer on, and one position's logits; ``runtime.flops``) and
+the benchmark times, interleaved with the contenders, a plain batched forward of the model
+(``model(input_ids)``, all logits) over as many tokens as the sweep's largest forward; it reports
+the sweep's achieved rate (needed FLOPs / seconds) as a fraction of that forward's rate.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 
 import interplab
 from interplab.analyses.patching import PatchingConfig, activation_patching
+from interplab.runtime.flops import plain_forward_rate
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Alice and Bob went to the store, Charlie gave a drink to"
@@ -49,14 +56,26 @@ def main(argv=None) -> dict:
 
     runs: dict[str, list[float]] = {"interplab": [], "interplab_no_prefix": []}
     grids: dict[str, torch.Tensor] = {}
+    costs, plain = [], []
 
     def ours(reuse: bool):
         t = time.perf_counter()
         res = activation_patching(model, clean, corrupt, ans, wrong,
                                   PatchingConfig(sweep="resid_pre", reuse_prefix=reuse))
+        if reuse:
+            costs.append(res.cost)
         return time.perf_counter() - t, res.raw[0]
 
-    contenders = {"interplab": lambda: ours(True), "interplab_no_prefix": lambda: ours(False)}
+    def plain_forward():  # as many tokens as the sweep's largest forward (known after its first run)
+        rows = max(1, (costs[-1].tokens if costs else 630) // clean.shape[1])
+        ids = clean.input_ids.repeat(rows, 1)
+        rate, seconds = plain_forward_rate(model, ids)
+        last_rate, last_seconds = plain_forward_rate(model, ids, last_only=True)
+        plain.append({"rate": rate, "seconds": seconds, "rows": rows, "last_only_rate": last_rate})
+        return seconds + last_seconds, None
+
+    contenders = {"interplab": lambda: ours(True), "interplab_no_prefix": lambda: ours(False),
+                  "plain_forward": plain_forward}
     if args.naive:
         runs["interplab_naive"] = []
 
@@ -97,8 +116,9 @@ def main(argv=None) -> dict:
         names = names[r % len(names):] + names[: r % len(names)]  # rotate the order
         for name in names:
             seconds, grid = contenders[name]()
-            runs[name].append(seconds)
-            grids[name] = grid.detach().float()
+            runs.setdefault(name, []).append(seconds)
+            if grid is not None:
+                grids[name] = grid.detach().float()
             print(f"round {r} {name:22s} {seconds:7.2f} s", flush=True)
 
     med = {k: statistics.median(v) for k, v in runs.items() if v}
@@ -108,6 +128,8 @@ def main(argv=None) -> dict:
     print(f"{'contender':24s} {'median s':>9s} {'ms/cell':>8s} {'vs TL':>7s}")
     tl_s = med.get("transformer_lens")
     for k, v in med.items():
+        if k == "plain_forward":
+            continue
         ratio = f"{tl_s / v:6.1f}x" if tl_s else "   n/a"
         print(f"{k:24s} {v:9.2f} {1000 * v / (n_layers * n_pos):8.1f} {ratio}")
     for k, g in grids.items():
@@ -115,6 +137,21 @@ def main(argv=None) -> dict:
             diff = float((g - grids["interplab"]).abs().max())
             out[f"max_abs_diff_vs_{k}"] = diff
             print(f"max |interplab - {k}| = {diff:.2e}")
+    cost = costs[-1]
+    plain_rate = statistics.median(p["rate"] for p in plain)
+    last_rate = statistics.median(p["last_only_rate"] for p in plain)
+    rate = statistics.median(c.needed_flops / s for c, s in zip(costs, runs["interplab"]))
+    out["flops"] = {"needed": cost.needed_flops, "executed": cost.executed_flops,
+                    "forwards": cost.forwards, "largest_forward_tokens": cost.tokens,
+                    "achieved_gflops": rate / 1e9, "plain_forward_gflops": plain_rate / 1e9,
+                    "plain_forward_rows": plain[-1]["rows"], "fraction_of_plain": rate / plain_rate,
+                    "plain_last_logits_gflops": last_rate / 1e9, "fraction_of_plain_last_logits": rate / last_rate}
+    print(f"FLOPs needed {cost.needed_flops / 1e9:.0f} G, executed {cost.executed_flops / 1e9:.0f} G "
+          f"in {cost.forwards} forwards (largest {cost.tokens} tokens)")
+    print(f"achieved {rate / 1e9:.1f} GFLOP/s = {rate / plain_rate:.2f} of a plain batched forward of "
+          f"{plain[-1]['rows']} x {clean.shape[1]} tokens ({plain_rate / 1e9:.1f} GFLOP/s, every position's "
+          f"logits); {rate / last_rate:.2f} of the same forward with the last position's logits only "
+          f"({last_rate / 1e9:.1f} GFLOP/s)")
     for n in notes:
         print("note:", n)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

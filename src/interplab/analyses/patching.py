@@ -21,7 +21,6 @@ to a list of its cells (``analyses.verified`` checks an estimate's top cells wit
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,14 +28,15 @@ import torch
 from tqdm.auto import tqdm
 
 from interplab.analyses.metrics import answer_metric, check_metric, normalise
+from interplab.analyses.patching_rows import plan_rows, run_rows, run_states
 from interplab.core.config import check_fields, param
 from interplab.core.errors import ConfigError, InputError, choices
 from interplab.core.model import Model
 from interplab.core.shapes import AnswerIds, Effects, PerPrompt
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
+from interplab.runtime.flops import SweepCost
 from interplab.runtime.inputs import Batch
-from interplab.runtime.prefix import base_states, can_skip_layers, is_causal, run_suffix
 from interplab.stats import EffectSummary, summarize
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class PatchingConfig:
     positions: tuple[int, ...] | None = param(None, help="Positions to sweep (default: all).")
     max_rows: int = param(512, help="Most rows (cell × prompt) in one forward pass.", ge=1)
     reuse_prefix: bool = param(True, help="Compute the unchanged prefix before a patched position once.")
-    layer_buckets: int = param(3, help="Rows start at the first layer of their cell's bucket (where the adapter allows); 1 = always layer 0.", ge=1)
+    layer_buckets: int = param(0, help="Rows start at the first layer of their cell's group (where the adapter allows): 0 = the cheapest grouping for the device, k = k equal groups, 1 = always layer 0.", ge=0)
+    pack: bool = param(True, help="Pack rows of different start positions into shared forwards (position sweeps of causal models).")
     naive: bool = param(False, help="Reference path: one forward per cell and prompt (slow).")
     confidence: float = param(0.95, help="Confidence level of the bootstrap intervals.", gt=0.0, lt=1.0)
     n_resamples: int = param(2000, help="Bootstrap resamples.", ge=2)
@@ -86,6 +87,7 @@ class PatchingResult:
     corrupt_metric: PerPrompt
     summary: EffectSummary | None = None  # over the cells
     position_labels: list[str] = field(default_factory=list)
+    cost: SweepCost | None = None  # FLOPs needed and done, and the time (batched sweeps)
 
 
 @dataclass(frozen=True)
@@ -204,13 +206,17 @@ def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: Ans
         *_cells(model, config, n_pos), cells, n_pos)
     base, source = (corrupt, clean) if config.direction == "denoising" else (clean, corrupt)
     kinds = {Site(c.layer, _site(config, c).kind) for c in cells}
-    with torch.no_grad():  # one forward each: the source's logits come with its cache
-        source_logits, source_cache = model.run_with_cache(source, sorted(kinds))
-        base_logits = model.run(base)
+    cost = None
+    if config.naive:
+        with torch.no_grad():  # one forward each: the source's logits come with its cache
+            source_logits, source_cache = model.run_with_cache(source, sorted(kinds))
+            source_acts, source_last, base_last = source_cache.acts, source_logits[:, -1], model.run(base)[:, -1]
+    else:
+        plan = plan_rows(model, config, cells, n, n_pos, lambda c: _site(config, c))
+        states = run_states(model, plan, source, base, kinds)
+        source_acts, source_last, base_last = states.source_acts, states.source_last, states.base_last
     clean_logits, corrupt_logits = (
-        (source_logits, base_logits) if config.direction == "denoising" else (base_logits, source_logits)
-    )
-    clean_logits, corrupt_logits = clean_logits[:, -1], corrupt_logits[:, -1]
+        (source_last, base_last) if config.direction == "denoising" else (base_last, source_last))
     metric = config.metric
 
     def score(last_logits, prompts):
@@ -218,8 +224,11 @@ def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: Ans
 
     all_p = torch.arange(n)
     clean_m, corrupt_m = score(clean_logits, all_p), score(corrupt_logits, all_p)
-    run = _naive if config.naive else _batched
-    raw = run(model, config, base, source_cache.acts, cells, n, score)
+    if config.naive:
+        raw = _naive(model, config, base, source_acts, cells, n, score)
+    else:
+        raw, cost = run_rows(model, config, plan, base, states, cells, n, score,
+                             lambda c, s, p: _value(source_acts, c, s, p), lambda c: _site(config, c))
     effects = normalise(metric, raw, clean_m[:, None], corrupt_m[:, None],
                         base="corrupt" if config.direction == "denoising" else "clean")
     shape = (n, *[len(v) for v in axes.values()])
@@ -235,7 +244,7 @@ def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: Ans
     labels = []
     if model.tokenizer is not None:
         labels = [model.tokenizer.decode([t]) for t in clean.input_ids[0].tolist()]
-    return PatchingResult(config, axes, effects, raw, clean_m, corrupt_m, summary, labels)
+    return PatchingResult(config, axes, effects, raw, clean_m, corrupt_m, summary, labels, cost)
 
 
 def _naive(model: Model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
@@ -249,46 +258,4 @@ def _naive(model: Model, config, base: Batch, source_acts, cells, n, score) -> t
             pos = None if cell.pos is None else [cell.pos]
             logits = model.run(row, [Patch(site, value=value, positions=pos)])
             out[i, ci] = score(logits[:, -1], one)[0]
-    return out
-
-
-def _batched(model: Model, config, base: Batch, source_acts, cells, n, score) -> torch.Tensor:
-    # Rows start at the patched position (prefix reuse) and at the first layer of their cell's
-    # bucket (layer skipping): below it, and before that position, they equal the base run.
-    n_layers = model.dims.n_layers
-    size = -(-n_layers // config.layer_buckets)
-    skip = config.reuse_prefix and config.layer_buckets > 1 and can_skip_layers(model)
-    causal = is_causal(model)  # a bidirectional model's prefix depends on later tokens
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for ci, cell in enumerate(cells):
-        start = cell.pos if (config.reuse_prefix and causal and cell.pos is not None) else 0
-        groups[(start, (cell.layer // size) * size if skip else 0)].append(ci)
-    kv, resid = None, {}
-    if any(s > 0 or layer > 0 for s, layer in groups):
-        sites = sorted({Site(layer, SiteKind.RESID_PRE) for _, layer in groups if layer > 0})
-        kv, cache = base_states(model, base, sites)
-        resid = {s.layer: cache[s] for s in sites}
-    out = torch.empty(n, len(cells))
-    total = len(cells) * n
-    with tqdm(total=total, desc=f"patching {config.sweep}", disable=total < 2000) as bar:
-        for (start, layer0), cell_ids in sorted(groups.items()):
-            pairs = [(ci, i) for ci in cell_ids for i in range(n)]
-            for lo in range(0, len(pairs), config.max_rows):
-                chunk = pairs[lo : lo + config.max_rows]
-                prompts = torch.tensor([i for _, i in chunk])
-                rows_of: dict[int, list[int]] = defaultdict(list)
-                for r, (ci, _) in enumerate(chunk):
-                    rows_of[ci].append(r)
-                edits = []
-                for ci, rows in rows_of.items():
-                    cell, site = cells[ci], _site(config, cells[ci])
-                    value = _value(source_acts, cell, site, prompts[rows])
-                    pos = None if cell.pos is None else [cell.pos]
-                    edits.append(Patch(site, value=value, positions=pos, rows=rows))
-                logits = run_suffix(model, base, start, kv, prompts, edits, start_layer=layer0,
-                                    resid=resid.get(layer0))
-                values = score(logits[:, -1], prompts)
-                cols = torch.tensor([ci for ci, _ in chunk])
-                out[prompts, cols] = values.float()
-                bar.update(len(chunk))
     return out

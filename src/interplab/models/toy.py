@@ -214,10 +214,17 @@ class ToyForCausalLM(ToyPreTrainedModel, GenerationMixin):
         allowed = (torch.arange(past + n, device=x.device)[None] <= query)[None]
         if not c.causal:
             allowed = torch.ones_like(allowed)
-        if attention_mask is not None:
-            if attention_mask.ndim != 2 or attention_mask.shape[-1] != past + n:
-                raise InputError(f"attention_mask must be [batch, {past + n}] (past + new tokens); "
+        if attention_mask is not None and attention_mask.ndim == 4:
+            # an explicit mask, HF's convention: [batch, 1, new, past + new], 0 (or True) = attend
+            if tuple(attention_mask.shape[1:]) != (1, n, past + n):
+                raise InputError(f"A 4D attention_mask must be [batch, 1, {n}, {past + n}]; "
                                  f"got {tuple(attention_mask.shape)}.")
+            mask = attention_mask[:, 0]
+            allowed = mask if mask.dtype == torch.bool else mask == 0
+        elif attention_mask is not None:
+            if attention_mask.ndim != 2 or attention_mask.shape[-1] != past + n:
+                raise InputError(f"attention_mask must be [batch, {past + n}] (past + new tokens) "
+                                 f"or [batch, 1, {n}, {past + n}]; got {tuple(attention_mask.shape)}.")
             allowed = allowed & attention_mask.bool()[:, None, :]
         allowed = allowed.expand(batch, n, past + n)
         hidden, attentions = [], []

@@ -29,9 +29,10 @@ def prefix_states(model, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]
     return base_states(model, batch)[0]
 
 
-def base_states(model, batch: Batch, sites=()) -> tuple[list, ActivationCache]:
-    """One forward of the base batch giving both what the rows reuse: every layer's keys and
-    values (the prefix) and the activations at ``sites`` (e.g. resid_pre where rows start)."""
+def base_states(model, batch: Batch, sites=()) -> tuple[list, ActivationCache, torch.Tensor]:
+    """One forward of the base batch giving what the rows reuse: every layer's keys and
+    values (the prefix) and the activations at ``sites`` (e.g. resid_pre where rows start),
+    and the last position's logits [batch, 1, vocab]."""
     if batch.padded:
         raise InputError("Prefix reuse needs prompts of equal length (no padding).")
     cache = ActivationCache(attention_mask=batch.attention_mask)
@@ -50,7 +51,7 @@ def base_states(model, batch: Batch, sites=()) -> tuple[list, ActivationCache]:
     finally:
         for h in handles:
             h.remove()
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers], cache
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers], cache, out.logits
 
 
 def is_causal(model) -> bool:
@@ -64,7 +65,8 @@ def can_skip_layers(model) -> bool:
 
 
 @contextlib.contextmanager
-def _tail(model, start_layer: int):
+def tail_blocks(model, start_layer: int):
+    """Within the body, the HF forward runs only blocks ``start_layer`` onward."""
     owner, name = model.adapter.layers_owner()
     blocks = getattr(owner, name)
     setattr(owner, name, nn.ModuleList(list(blocks)[start_layer:]))
@@ -98,6 +100,6 @@ def run_suffix(model, batch: Batch, start: int, kv, rows: torch.Tensor, interven
     else:
         kwargs["use_cache"] = False
     ctx = ForwardContext(sub.positions[:, start:], sub.lengths, "full" if start == 0 else "decode")
-    skip = _tail(model, start_layer) if start_layer > 0 else contextlib.nullcontext()
+    skip = tail_blocks(model, start_layer) if start_layer > 0 else contextlib.nullcontext()
     with model.attached(interventions, batch=sub), torch.no_grad(), skip:
         return model.call_hf(ctx, **kwargs).logits

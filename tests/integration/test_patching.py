@@ -6,6 +6,7 @@ import torch
 from interplab.analyses.patching import PatchingConfig, activation_patching
 from interplab.core.errors import ConfigError, InputError
 from interplab.interventions import Patch
+from interplab.runtime.flops import FlopModel
 from interplab.runtime.inputs import batch_from_ids
 
 N, LENGTH, CHANGED = 3, 9, 4  # 9 tokens: longer than Gemma's sliding window of 3
@@ -75,3 +76,34 @@ def test_bad_input_is_refused_before_any_forward(model, forward_calls):
     with pytest.raises(ConfigError, match="Unknown sweep 'resid'"):
         PatchingConfig(sweep="resid")
     assert forward_calls.calls == 0
+
+
+PACKINGS = [dict(pack=False), dict(pack=False, layer_buckets=2), dict(max_rows=4), dict(layer_buckets=1),
+            dict(max_rows=1), dict(pack=False, layer_buckets=0, max_rows=5)]
+
+
+@pytest.mark.parametrize("variant", PACKINGS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))
+def test_every_packing_equals_the_naive_loop(model, family, variant):
+    clean, corrupt, ans, wrong = _pair()
+    for sweep, direction in (("resid_pre", "denoising"), ("mlp_out", "noising")):
+        kw = dict(sweep=sweep, direction=direction, n_resamples=20)
+        fast = activation_patching(model, clean, corrupt, ans, wrong, PatchingConfig(**kw, **variant))
+        slow = activation_patching(model, clean, corrupt, ans, wrong, PatchingConfig(naive=True, **kw))
+        torch.testing.assert_close(fast.raw, slow.raw, atol=1e-5, rtol=1e-5, msg=f"{sweep} {variant}")
+
+
+def test_the_sweep_counts_the_flops_it_needs_and_computes(model, family):
+    clean, corrupt, ans, wrong = _pair()
+    res = activation_patching(model, clean, corrupt, ans, wrong, PatchingConfig(n_resamples=20))
+    cost = res.cost
+    flops = FlopModel.of(model)
+    # needed: each row recomputes positions p.. through blocks L.. and one position's logits
+    need = N * sum(flops.suffix(LENGTH, p, family.n_layers - layer)
+                   for layer in range(family.n_layers) for p in range(LENGTH))
+    assert cost.needed_flops == pytest.approx(need)
+    assert cost.executed_flops >= cost.needed_flops and cost.forwards >= 1 and cost.seconds > 0
+    # a full forward of every row would compute far more than the sweep needs
+    assert cost.needed_flops < N * family.n_layers * LENGTH * flops.plain(1, LENGTH)
+    assert "GFLOP needed" in cost.text()
+    slow = activation_patching(model, clean, corrupt, ans, wrong, PatchingConfig(naive=True, n_resamples=20))
+    assert slow.cost is None

@@ -118,7 +118,9 @@ def patching_blocks(key: str, result, title: str, top: int = TOP) -> list[Block]
     what its statistics can detect at this number of prompts."""
     out = [Heading(title), *effect_figures(key, result, title), cells_table(result, top)]
     power = power_text(result)
-    return out + ([Text(power, note=True)] if power else [])
+    cost = getattr(result, "cost", None)
+    return (out + ([Text(power, note=True)] if power else [])
+            + ([Text(cost.text(), note=True)] if cost is not None else []))
 
 
 def power_text(result) -> str:

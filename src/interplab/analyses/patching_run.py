@@ -11,7 +11,12 @@ from interplab.analyses.patching_report import PatchingReport
 from interplab.core.analysis import Context, register_analysis
 from interplab.core.blocks import Block, Text
 from interplab.core.config import RunFields, TaskFields
+from interplab.runtime.flops import plain_forward_rate
 from interplab.tasks.aligned import aligned_task
+
+# The speed reference's size cap: a plain forward of about as many tokens as the sweep's
+# largest forward, at most this many (a second or two on a CPU for a 135M model).
+REFERENCE_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,12 @@ def patch(cfg: PatchRunConfig, ctx: Context) -> PatchRunResult:
     task = aligned_task(model, cfg.task, cfg.n, cfg.seed)
     ctx.phase(f"patching {cfg.sweep} over {len(task)} pairs")
     result = activation_patching(model, task.clean, task.corrupt, task.answers, task.wrong, cfg)
+    if result.cost is not None:  # the reference: a plain forward of about the sweep's size
+        rows = max(1, min(result.cost.tokens, REFERENCE_TOKENS) // task.clean.shape[1])
+        ctx.phase(f"timing a plain forward of {rows} prompts for the speed reference")
+        result.cost.reference_rate, _ = plain_forward_rate(
+            model, task.clean.input_ids[:1].repeat(rows, 1), last_only=True)
+        result.cost.reference_tokens = rows * task.clean.shape[1]
     return PatchRunResult(**vars(result), model_name=model.source.get("name", ""), task=cfg.task,
                           clean_example=task.clean_text[0], corrupt_example=task.corrupt_text[0],
                           position_roles=task.role_labels())

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from interplab.core import hardware
+from interplab.core import hardware, threads
 from interplab.core.config import RecordFields, build_config
 from interplab.core.errors import ConfigError
-from interplab.core.hardware import (
+from interplab.core.result import Result
+from interplab.core.threads import (
     cgroup_cpu_quota,
     parse_cpu_list,
     physical_cores,
@@ -19,7 +20,6 @@ from interplab.core.hardware import (
     torch_threads,
     usable_cpus,
 )
-from interplab.core.result import Result
 
 ISA_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
 
@@ -126,7 +126,7 @@ def test_cpuinfo_tells_the_cores_when_sysfs_does_not(tmp_path):
 
 
 def test_threads_auto_and_numbers(monkeypatch):
-    monkeypatch.setattr(hardware, "usable_cpus", lambda root="/": 3)
+    monkeypatch.setattr(threads, "usable_cpus", lambda root="/": 3)
     assert resolve_threads("auto") == 3
     assert resolve_threads(5) == 5 and resolve_threads("2") == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's explicit choice wins over auto

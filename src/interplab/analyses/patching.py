@@ -212,7 +212,7 @@ def activation_patching(model: Model, clean: Batch, corrupt: Batch, answers: Ans
             source_logits, source_cache = model.run_with_cache(source, sorted(kinds))
             source_acts, source_last, base_last = source_cache.acts, source_logits[:, -1], model.run(base)[:, -1]
     else:
-        plan = plan_rows(model, config, cells, n, n_pos, lambda c: _site(config, c))
+        plan = plan_rows(model, config, cells, n, n_pos)
         states = run_states(model, plan, source, base, kinds)
         source_acts, source_last, base_last = states.source_acts, states.source_last, states.base_last
     clean_logits, corrupt_logits = (

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from interplab.core.sites import Site, SiteKind
 from interplab.interventions import Patch
-from interplab.runtime.flops import FlopModel, SweepCost
+from interplab.runtime.flops import FlopModel, SweepCost, causal_pairs
 from interplab.runtime.inputs import Batch
 from interplab.runtime.packing import can_pack, pack, plan_layer_groups, run_packed
 from interplab.runtime.prefix import base_states, can_skip_layers, is_causal, run_suffix
@@ -46,7 +46,7 @@ class RowPlan:
         return sorted({*self.joins, *(layer for _, layer in self.groups)})
 
 
-def plan_rows(model, config, cells, n: int, n_pos: int, site_of) -> RowPlan:
+def plan_rows(model, config, cells, n: int, n_pos: int) -> RowPlan:
     causal = is_causal(model)  # a bidirectional model's prefix depends on later tokens
     starts = [c.pos if (config.reuse_prefix and causal and c.pos is not None) else 0 for c in cells]
     packed = (config.pack and causal and config.reuse_prefix and can_pack(model)
@@ -59,7 +59,7 @@ def plan_rows(model, config, cells, n: int, n_pos: int, site_of) -> RowPlan:
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for ci, cell in enumerate(cells):
         layer0 = max(layer for layer in first if layer <= cell.layer)
-        groups[(0 if packed else starts[ci], layer0)].append(ci)
+        groups[(starts[ci], layer0)].append(ci)
     return RowPlan(dict(groups), False, starts)
 
 
@@ -166,7 +166,7 @@ def _suffix(model, base, states, cells, chunk, prompts, layer0, value_of, site_o
     logits = run_suffix(model, base, start, states.kv, prompts, edits, start_layer=layer0,
                         resid=states.resid.get(layer0))
     n_pos, rows = base.shape[1], len(chunk)
-    pairs = rows * sum(q + 1 for q in range(start, n_pos))
+    pairs = rows * causal_pairs(start, n_pos)
     _count(cost, flops.blocks(rows * (n_pos - start), pairs, flops.n_layers - layer0)
            + flops.unembedding(rows), rows * (n_pos - start))
     return logits[:, -1]

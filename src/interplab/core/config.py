@@ -26,7 +26,7 @@ from typing import Any
 
 from interplab.core.errors import ConfigError, did_you_mean
 from interplab.core.errors import choices as fmt_choices
-from interplab.core.hardware import parse_threads
+from interplab.core.threads import parse_threads
 
 _CHECKS = ("ge", "gt", "le", "lt", "choices")
 

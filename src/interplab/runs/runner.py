@@ -24,8 +24,8 @@ from interplab.core.analysis import ANALYSES, Analysis, load_analyses
 from interplab.core.blocks import Block
 from interplab.core.config import build_config
 from interplab.core.errors import ConfigError, InputError, did_you_mean
-from interplab.core.hardware import torch_threads
 from interplab.core.result import Result, decode, encode
+from interplab.core.threads import torch_threads
 from interplab.runs.record import RunRecord
 
 log = logging.getLogger(__name__)

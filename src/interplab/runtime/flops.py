@@ -16,6 +16,11 @@ from dataclasses import dataclass
 import torch
 
 
+def causal_pairs(start: int, n_pos: int) -> int:
+    """(query, key) pairs causal attention scores for queries start..n_pos-1 (query q sees q + 1 keys)."""
+    return (n_pos * (n_pos + 1) - start * (start + 1)) // 2
+
+
 @dataclass(frozen=True)
 class FlopModel:
     n_layers: int
@@ -40,14 +45,12 @@ class FlopModel:
     def suffix(self, n_pos: int, start: int, layers: int) -> float:
         """One row recomputing positions start..n_pos-1 (causal) through ``layers`` blocks and
         its last position's logits."""
-        tokens = n_pos - start
-        pairs = sum(q + 1 for q in range(start, n_pos))
-        return self.blocks(tokens, pairs, layers) + self.unembedding(1)
+        return self.blocks(n_pos - start, causal_pairs(start, n_pos), layers) + self.unembedding(1)
 
     def plain(self, rows: int, n_pos: int, logits_per_row: int | None = None) -> float:
         """A plain causal forward of ``rows`` × ``n_pos`` tokens (logits at every position
         unless told), as ``model(input_ids)`` computes it."""
-        pairs = rows * n_pos * (n_pos + 1) / 2
+        pairs = rows * causal_pairs(0, n_pos)
         logits = n_pos if logits_per_row is None else logits_per_row
         return self.blocks(rows * n_pos, pairs, self.n_layers) + self.unembedding(rows * logits)
 

@@ -190,12 +190,11 @@ def _joining(model, packing: Packing, prompt: torch.Tensor, pos: torch.Tensor, r
 
     def hook_for(layer: int):
         present = int((join <= layer).sum())
-        joining = torch.arange(present)
 
         def hook(module, args, kwargs):
             hidden = args[0]
             if hidden.shape[0] < present:
-                new = joining[hidden.shape[0]:]
+                new = torch.arange(hidden.shape[0], present)
                 hidden = torch.cat([hidden, resid[layer][prompt[new], pos[new]].to(hidden.dtype)])
             kwargs = {k: cut(v, present) if k in SLICED_KWARGS else v for k, v in kwargs.items()}
             return (hidden, *(cut(a, present) for a in args[1:])), kwargs

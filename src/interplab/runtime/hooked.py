@@ -181,6 +181,12 @@ class HookedModel:
                 for item in prepared:
                     self._persistent.remove(item)
 
+    def check(self, hooks: Iterable, batch: Batch, max_new_tokens: int = 0) -> None:
+        """Check interventions against a batch (sites, rows, positions, value shapes) without
+        attaching them: safe while another thread runs forwards on this model."""
+        for hook, site in (self._prepare(h) for h in hooks):
+            self._check_hook(hook, site, batch, max_new_tokens)
+
     def _prepare(self, hook) -> tuple[object, Site]:
         if not hasattr(hook, "site") or not callable(hook):
             raise InterventionError(

@@ -27,7 +27,7 @@ def _requests(model, n: int, seed: int = 0):
         vec = torch.randn(d, generator=g)
         layer = i % model.dims.n_layers
         steer = [] if i % 4 == 0 else [Steer(f"L{layer}.resid_post", vector=vec, scale=0.5 + i % 3)]
-        out.append(GenRequest(prompt, max_new_tokens=2 + i % 4, interventions=steer,
+        out.append(GenRequest(prompt, max_new_tokens=2 + i % 4, interventions=steer, keep_logits=True,
                               capture=[model.site(f"L{(i + 1) % model.dims.n_layers}.resid_pre")]))
     return out
 
@@ -113,5 +113,33 @@ def test_bad_requests_are_refused_before_they_queue(model):
         finally:
             engine._lock.release()
         gate.set()
+    finally:
+        engine.close()
+
+
+def test_no_row_reaches_another_request_over_many_rounds(model):
+    """32 requests a round, each marked by its own steering vector and prompt; every round
+    each one's tokens and activations must be its own solo run's."""
+    reqs = _requests(model, 32, seed=7)
+    for req in reqs:
+        req.keep_logits = False
+    solo = [(_solo(model, r).new_tokens[0].tolist(),
+             model.run_with_cache(torch.tensor([r.prompt]), r.capture, r.interventions)[1][r.capture[0]][0])
+            for r in reqs]
+    engine = Engine(model, max_batch=32)
+    try:
+        for round_ in range(4):
+            order = torch.randperm(len(reqs), generator=torch.Generator().manual_seed(round_)).tolist()
+            handles = {}
+            for k, i in enumerate(order):
+                handles[i] = engine.submit(reqs[i])
+                if k % 8 == 7:
+                    time.sleep(0.005)
+            for i, h in handles.items():
+                res = h.result(timeout=60)
+                tokens, prompt_acts = solo[i]
+                assert res.tokens[len(reqs[i].prompt):] == tokens, (round_, i)
+                got = res.activations[reqs[i].capture[0]][: len(reqs[i].prompt)]
+                torch.testing.assert_close(got, prompt_acts, atol=2e-4, rtol=0)
     finally:
         engine.close()

@@ -52,6 +52,7 @@ class GenRequest:
     capture: list[Site] = field(default_factory=list)  # sites recorded for every token
     top_logprobs: int = 0
     stop_ids: frozenset[int] = frozenset()
+    keep_logits: bool = False  # return every step's logits in Finished (d_vocab floats a token)
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Finished:
     tokens: list[int]
     reason: str  # "length", "stop" or "cancelled"
     activations: dict[Site, torch.Tensor]
-    logits: torch.Tensor  # [new, d_vocab] float32: the distribution each new token came from
+    logits: torch.Tensor  # [new, d_vocab] float32, each new token's distribution (keep_logits)
 
 
 class Handle:
@@ -312,7 +313,8 @@ class Engine:
             values, index = logp.topk(req.top_logprobs)
             top = list(zip(index.tolist(), values.tolist()))
         row.ids.append(token)
-        row.logits.append(logits)
+        if req.keep_logits:
+            row.logits.append(logits)
         self.stats.tokens += 1
         row.handle._events.put(Step(token, float(logp[token]), top))
 

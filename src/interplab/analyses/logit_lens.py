@@ -50,6 +50,14 @@ class LogitLensResult:
     lens_logits: torch.Tensor  # [layer, d_vocab]
 
 
+def lens_logits(model: Model, resid: torch.Tensor) -> torch.Tensor:
+    """The lens's float32 logits [..., d_vocab] of residual-stream activations [..., d_model]:
+    the model's final norm, then its unembedding (for the last layer's resid_post, exactly the
+    model's own logits)."""
+    with torch.no_grad():
+        return model.adapter.apply_unembed(model.adapter.apply_final_norm(resid)).float()
+
+
 def logit_lens(model: Model, config: LogitLensConfig) -> LogitLensResult:
     """Run the prompt once, caching every resid_post at one position, and decode each."""
     if config.top_k > model.dims.d_vocab:
@@ -64,7 +72,7 @@ def logit_lens(model: Model, config: LogitLensConfig) -> LogitLensResult:
     logits, cache = model.run_with_cache(batch, sites, positions=[config.position])
     with torch.no_grad():
         resid = torch.stack([cache[s][0, 0] for s in sites])  # [layer, d_model]
-        lens = model.adapter.apply_unembed(model.adapter.apply_final_norm(resid)).float()
+    lens = lens_logits(model, resid)
     probs = lens.softmax(-1)
     final = logits[0, config.position].float()
     final_id = int(final.argmax())

@@ -267,3 +267,15 @@ def test_reductions_formats_and_token_strings(tiny, tmp_path):
     assert lens["tokens"] == [[tiny.tokenizer.decode([i]) for i in row] for row in lens["ids"]]
     assert internals(RequestSpec(), finished, tiny, arts, len(prompt)) == {
         "tokens": finished.tokens, "prompt_tokens": len(prompt), "recorded_tokens": len(finished.tokens) - 1}
+
+
+def test_the_lens_ignores_hooks_another_thread_holds(model):
+    """The server reads the lens in a request thread while the engine's forward may hold hooks on
+    the final norm and unembedding: they must not fire on (record or edit) the lens."""
+    from interplab.analyses.logit_lens import lens_logits
+    from interplab.interventions import Ablate
+
+    resid = torch.randn(3, HIDDEN, generator=torch.Generator().manual_seed(5))
+    free = lens_logits(model, resid)
+    with model.attached([Ablate("ln_final"), Ablate("logits")]):
+        torch.testing.assert_close(lens_logits(model, resid), free, atol=0, rtol=0)

@@ -53,9 +53,14 @@ class LogitLensResult:
 def lens_logits(model: Model, resid: torch.Tensor) -> torch.Tensor:
     """The lens's float32 logits [..., d_vocab] of residual-stream activations [..., d_model]:
     the model's final norm, then its unembedding (for the last layer's resid_post, exactly the
-    model's own logits)."""
+    model's own logits).
+
+    The modules' ``forward`` is called, not the modules: a hook interplab has on the final norm
+    or the unembedding (another thread's forward in flight, as in the server) must neither
+    record nor edit this computation."""
+    norm, unembed = model.adapter.final_norm(), model.adapter.unembed()
     with torch.no_grad():
-        return model.adapter.apply_unembed(model.adapter.apply_final_norm(resid)).float()
+        return unembed.forward(norm.forward(resid)).float()
 
 
 def logit_lens(model: Model, config: LogitLensConfig) -> LogitLensResult:

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 from interplab.core.errors import InputError, InterplabError, choices
 from interplab.core.sites import Site
+from interplab.serve.artifacts import Artifacts
 from interplab.serve.internals import internals
 from interplab.serve.spec_interventions import parse_interventions
 from interplab.serve.spec_return import (
@@ -58,7 +59,7 @@ from interplab.serve.spec_return import (
     parse_return,
 )
 
-__all__ = ["SCHEMA", "RequestSpec", "internals", "parse_spec"]
+__all__ = ["SCHEMA", "Artifacts", "RequestSpec", "internals", "parse_spec"]
 
 TOP_KEYS = ("interventions", "return", "compare_unsteered")
 

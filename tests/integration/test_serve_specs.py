@@ -3,6 +3,7 @@ field, feature clamping that keeps the SAE's error term, and internals that equa
 own computations on the engine's recorded activations."""
 
 import base64
+import json
 import re
 
 import pytest
@@ -217,6 +218,7 @@ def test_engine_internals_equal_the_library(model, family, artifact_dirs):
     finally:
         engine.close()
     out = internals(spec, finished, model, arts, len(prompt))
+    assert json.loads(json.dumps(out, allow_nan=False)) == out  # plain JSON, no NaN
     seq = finished.tokens[:-1]
     assert out["tokens"] == finished.tokens and out["recorded_tokens"] == len(seq) == 7
     logits, cache = model.run_with_cache(torch.tensor([seq]), spec.capture, spec.interventions)

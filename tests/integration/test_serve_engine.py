@@ -9,10 +9,9 @@ import torch
 
 from interplab.core.errors import InputError
 from interplab.interventions import Steer
+from interplab.runtime import HookedModel
 from interplab.runtime.generate import generate
 from interplab.serve.engine import Engine, GenRequest, QueueFull
-
-from interplab.runtime import HookedModel
 
 from .families import BY_NAME, tokens
 

@@ -65,6 +65,9 @@ def build_parser(catalog: dict[str, dict] | None = None) -> argparse.ArgumentPar
     run.add_argument("config", nargs="?", help="path to the config file: 'analysis: NAME' plus its fields")
     run.add_argument("--list", action="store_true", help="list every analysis with its fields and their docs")
     sub.add_parser("models", help=META["models"], description=META["models"])
+    from interplab.cli import serve
+
+    serve.add_parser(sub)
     return parser
 
 
@@ -130,7 +133,7 @@ def parse(argv: list[str]):
     args, extra = parser.parse_known_args(argv)  # --help and usage errors exit here, before torch
     if extra:  # the subcommand's own usage, with the closest option suggested
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "models" or (args.command == "run" and args.list):
+    if args.command in ("models", "serve") or (args.command == "run" and args.list):
         return args.command, args, None
     if args.command == "run":
         if not args.config:
@@ -156,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         command, _args, config = parse(argv)
         if command == "models":
             return _cmd_models()
+        if command == "serve":
+            from interplab.cli import serve
+
+            return serve.run(_args)
         if config is None:
             return _cmd_list()
         return _run(command, config)

@@ -312,3 +312,94 @@ def test_a_client_that_leaves_a_stream_cancels_its_request(tiny, tiny_dir):
             assert engine.stats.active == 0
     finally:
         engine.close()
+
+
+# -- the interplab object -----------------------------------------------------------------------
+def test_interplab_object_steers_and_returns_internals(server):
+    client, model, name, _ = server
+    d = model.dims.d_model
+    vector = torch.linspace(-3, 3, d).tolist()
+    spec = {"interventions": [{"op": "steer", "site": "L0.resid_post", "vector": vector, "scale": 4.0}],
+            "return": {"activations": {"sites": ["L1.resid_pre"], "positions": "prompt"}},
+            "compare_unsteered": True}
+    out = client.post("/v1/completions", json=body(name, max_tokens=6, interplab=spec))
+    assert out.status_code == 200, out.text
+    out = out.json()
+    from interplab.interventions import Steer
+
+    ids = model.tokenizer(PROMPT)["input_ids"]
+    steer = [Steer("L0.resid_post", vector=torch.tensor(vector), scale=4.0)]
+    steered = generate(model, torch.tensor([ids]), 6, steer).new_tokens[0].tolist()
+    assert out["choices"][0]["text"] == model.tokenizer.decode(steered, skip_special_tokens=True)
+    internals = out["interplab"]
+    assert internals["tokens"][:len(ids)] == ids
+    unsteered = model.tokenizer.decode(greedy(model, ids, 6), skip_special_tokens=True)
+    assert internals["unsteered"]["text"] == unsteered != out["choices"][0]["text"]
+    _, cache = model.run_with_cache(torch.tensor([ids]), ["L1.resid_pre"], steer)
+    got = internals["activations"]["L1.resid_pre"]
+    assert got["positions"] == list(range(len(ids)))
+    values = torch.tensor(got["data"]).reshape(got["shape"])
+    torch.testing.assert_close(values, cache["L1.resid_pre"][0], atol=2e-4, rtol=0)
+
+
+# -- analysis jobs ------------------------------------------------------------------------------
+def test_analysis_jobs_validate_run_and_return_their_record(server):
+    client, _, _, _ = server
+    listed = {a["name"]: a for a in client.get("/v1/analyses").json()["data"]}
+    assert "lens" in listed and "patch" in listed
+    fields = {f["name"]: f for f in listed["lens"]["fields"]}
+    assert fields["prompt"]["required"] and fields["out"]["set_by_server"] and fields["model"]["set_by_server"]
+    refusals = [
+        ({"analysis": "lense"}, "analysis", ["'lens'", "Valid"]),
+        ({"analysis": "lens", "config": {"prompt": "x", "top_kk": 2}}, None, ["top_kk", "top_k"]),
+        ({"analysis": "lens", "config": {"prompt": "x", "out": "/tmp/elsewhere"}}, "config.out", ["set by the server"]),
+        ({"analysis": "lens", "config": {"prompt": "x", "model": "gpt2"}}, "config.model", ["set by the server"]),
+        ({"analysis": "probe", "config": {"dataset": "/etc/passwd"}}, "config.dataset", ["no file paths"]),
+        ({"analysis": "lens", "config": {}}, None, ["prompt"]),
+        ({"analysis": "lens", "config": {"prompt": "x", "top_k": 0}}, None, ["top_k"]),
+    ]
+    for req, param, words in refusals:
+        err = error_of(client.post("/v1/analyses", json=req), 400)
+        assert err["param"] == param, (req, err)
+        for word in words:
+            assert word in err["message"], (req, err)
+    assert error_of(client.get("/v1/analyses/nope"), 404)["param"] == "id"
+    r = client.post("/v1/analyses", json={"analysis": "lens", "config": {"prompt": "the cat sat", "top_k": 2}})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running")
+    deadline = time.monotonic() + 180
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.get(f"/v1/analyses/{job['id']}").json()
+    assert job["status"] == "done", job
+    record = client.get(f"/v1/analyses/{job['id']}/record").json()
+    assert record["analysis"] == "lens" and record["results"]["analysis"] == "lens"
+    assert {"results.json", "config.json", "provenance.json", "report.html"} <= set(record["files"])
+    assert all(not f.startswith("/") and ".." not in f for f in record["files"])
+
+
+# -- fuzzing ------------------------------------------------------------------------------------
+def test_fuzzing_the_openapi_schema_gives_no_server_error(server):
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    client, _, name, _ = server
+    schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    seen = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        def fuzz(case):
+            if isinstance(case.body, dict) and "model" in case.body and len(seen) % 2:
+                case.body["model"] = name  # half the bodies get past the model check into generation
+            response = case.call(base_url=str(client.base_url), headers=auth, timeout=30)
+            seen.append(response.status_code)
+            assert response.status_code < 500, (case.method, case.path, case.body, response.text[:500])
+
+        fuzz()
+    assert len(seen) > 50 and any(400 <= s < 500 for s in seen)

@@ -15,10 +15,11 @@ import os
 import re
 import sys
 
+from interplab.cli import serve
 from interplab.core.errors import closest
 
 META = {"run": "run any analysis from a YAML/JSON config file (--list: every analysis and its fields)",
-        "models": "list default and cached models"}
+        "models": "list default and cached models", "serve": serve.HELP}
 DESCRIPTION = "interplab: exact, fast, honest interpretability on Hugging Face LMs."
 
 
@@ -65,8 +66,6 @@ def build_parser(catalog: dict[str, dict] | None = None) -> argparse.ArgumentPar
     run.add_argument("config", nargs="?", help="path to the config file: 'analysis: NAME' plus its fields")
     run.add_argument("--list", action="store_true", help="list every analysis with its fields and their docs")
     sub.add_parser("models", help=META["models"], description=META["models"])
-    from interplab.cli import serve
-
     serve.add_parser(sub)
     return parser
 
@@ -160,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         if command == "models":
             return _cmd_models()
         if command == "serve":
-            from interplab.cli import serve
-
             return serve.run(_args)
         if config is None:
             return _cmd_list()

@@ -142,3 +142,18 @@ def test_no_row_reaches_another_request_over_many_rounds(model):
                 torch.testing.assert_close(got, prompt_acts, atol=2e-4, rtol=0)
     finally:
         engine.close()
+
+
+def test_seeded_sampling_draws_what_generate_draws(model):
+    reqs = [GenRequest(tokens(4 + i, seed=i).tolist(), max_new_tokens=5, do_sample=True,
+                       temperature=0.8 + 0.1 * i, top_k=[None, 5, 10][i], seed=100 + i) for i in range(3)]
+    engine = Engine(model, max_batch=3)
+    try:
+        handles = [engine.submit(r) for r in reqs]
+        results = [h.result(timeout=60) for h in handles]
+    finally:
+        engine.close()
+    for req, res in zip(reqs, results):
+        solo = generate(model, torch.tensor([req.prompt]), req.max_new_tokens, do_sample=True,
+                        temperature=req.temperature, top_k=req.top_k, seed=req.seed)
+        assert res.tokens[len(req.prompt):] == solo.new_tokens[0].tolist()

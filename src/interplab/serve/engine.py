@@ -304,7 +304,10 @@ class Engine:
             if req.top_k:
                 kth = scaled.topk(req.top_k).values[-1]
                 scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            token = int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=row.generator))
+            # seeded per step as runtime.generate does (seed + step), so a request sampled
+            # here draws the same tokens as generate() run on it alone
+            row.generator.manual_seed(req.seed + len(row.ids) - row.prompt_len)
+            token = int(torch.multinomial(torch.softmax(scaled, -1)[None], 1, generator=row.generator))
         else:
             token = int(logits.argmax())
         logp = torch.log_softmax(logits, -1)

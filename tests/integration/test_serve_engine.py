@@ -157,3 +157,18 @@ def test_seeded_sampling_draws_what_generate_draws(model):
         solo = generate(model, torch.tensor([req.prompt]), req.max_new_tokens, do_sample=True,
                         temperature=req.temperature, top_k=req.top_k, seed=req.seed)
         assert res.tokens[len(req.prompt):] == solo.new_tokens[0].tolist()
+
+
+def test_a_request_without_interventions_equals_plain_hf_generate(model):
+    prompts = [tokens(n, seed=n).tolist() for n in (3, 6, 9)]
+    engine = Engine(model, max_batch=3)
+    try:
+        handles = [engine.submit(GenRequest(p, max_new_tokens=6)) for p in prompts]
+        results = [h.result(timeout=60) for h in handles]
+    finally:
+        engine.close()
+    for p, res in zip(prompts, results):
+        with torch.no_grad():
+            ref = model.hf.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False,
+                                    pad_token_id=0, eos_token_id=None, min_new_tokens=6)
+        assert res.tokens == ref[0].tolist()

@@ -22,7 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr]"
+	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr,rl]"
 	# sparsify's own fused encoder is the reference in a format test (read by file path; its
 	# training dependencies are not needed).
 	$(BIN)/pip install -q --no-deps eai-sparsify==1.3.3

@@ -2,7 +2,8 @@
 
 Each computes a per-token score on the completion's tokens (from an ``InternalsReader``, by
 default over a frozen copy of the reference model, under ``torch.no_grad``) and reduces it over
-the completion: ``mean``, ``last`` or ``max``. ``sign=-1`` turns a reward into a penalty.
+the completion: ``mean``, ``last`` or ``max``. ``sign=-1`` turns a reward into a penalty
+(applied after the reduction: a max-reduced penalty is ``-max``).
 Probe rewards follow the probe-as-reward line of work (e.g. probes on a frozen model rewarding
 truthful or penalising deceptive completions); their known failure modes — the policy evading
 the detector, activations drifting so the probe no longer reads them, and spurious features —
@@ -59,16 +60,21 @@ class InternalsReward(RewardFn):
         """[n_tokens, d] activations → [n_tokens] float64 scores (before the sign)."""
         raise NotImplementedError
 
-    def token_scores(self, prompts: list[str], completions: list[str]) -> list[torch.Tensor]:
-        """Per example, the signed per-token scores over the completion's tokens."""
+    def raw_token_scores(self, prompts: list[str], completions: list[str]) -> list[torch.Tensor]:
+        """Per example, the per-token scores over the completion's tokens, before the sign."""
         acts = self.reader.completion_acts(prompts, completions, [self.site])
-        return [self.sign * self.token_score(a[self.site]).double() for a in acts]
+        return [self.token_score(a[self.site]).double() for a in acts]
+
+    def token_scores(self, prompts: list[str], completions: list[str]) -> list[torch.Tensor]:
+        """Per example, the signed per-token scores (their mean is a mean-reduced reward)."""
+        return [self.sign * s for s in self.raw_token_scores(prompts, completions)]
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        # The sign applies after the reduction: a max-reduced penalty is -max, not max(-score).
         out = []
-        for s in self.token_scores(prompts, completions):
+        for s in self.raw_token_scores(prompts, completions):
             v = s.mean() if self.reduce == "mean" else s[-1] if self.reduce == "last" else s.max()
-            out.append(float(v))
+            out.append(self.sign * float(v))
         return out
 
 

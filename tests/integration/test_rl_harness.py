@@ -155,3 +155,37 @@ def test_bad_input_is_refused_before_training(tiny_real, tmp_path):
     with pytest.raises(InputError, match="prompts_per_step=2 but only 1 prompts"):
         train_grpo(tiny_real, length_reward, ["a"], GRPOSettings(**SMALL), tmp_path)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"reward": {"kind": "vadr"}}, "unknown reward kind 'vadr' \\(did you mean 'vader'\\?\\); valid kinds"),
+    ({"reward": '{"kind": "probe"'}, "reward must be a JSON object"),
+    ({"verifier": {"kind": "oracle"}}, "verifier: unknown reward kind 'oracle'"),
+    ({"steps": 0}, "steps must be >= 1, got 0"),
+    ({"prompts": "no-such-source"}, "prompts='no-such-source' is neither a built-in list"),
+    ({"prompts": "{empty}"}, "gave no prompts; the list is empty"),
+])
+def test_the_rl_run_refuses_bad_input_before_any_work(fields, message, tmp_path):
+    from interplab.core.errors import ConfigError
+    from interplab.runs.runner import run_analysis
+
+    if fields.get("prompts") == "{empty}":
+        (tmp_path / "empty.txt").write_text("\n\n")
+        fields = {**fields, "prompts": str(tmp_path / "empty.txt")}
+    with pytest.raises(ConfigError, match=message):
+        run_analysis("rl", model="/nonexistent", out=str(tmp_path / "runs"), **fields)
+
+
+def test_the_rl_run_writes_metrics_and_a_record(tiny_real, tmp_path):
+    from interplab.runs.runner import run_analysis
+
+    outcome = run_analysis("rl", model=str(tiny_real.source.get("path") or tiny_real.hf.name_or_path),
+                           out=str(tmp_path / "runs"), quick=True, steps=50, learning_rate=0.01,
+                           verifier='{"kind": "vader", "name": "vader_verifier"}', heldout_tokens=3,
+                           progress=False)
+    rows = [json.loads(line) for line in (outcome.path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # quick caps the steps at 4
+    result = outcome.result
+    assert result.steps == [1, 2, 3, 4] and result.curves["kl"][0] == 0.0
+    assert result.summary["heldout_verifier_final"] == result.curves["heldout_verifier"][-1]
+    assert result.verifier_name == "vader_verifier" and result.samples

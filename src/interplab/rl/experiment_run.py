@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from interplab.core.analysis import Context, register_analysis
-from interplab.core.blocks import Block, Heading, Lines, Table, Text
+from interplab.core.blocks import Bars, Block, Heading, Lines, Table, Text
 from interplab.core.config import RunFields, param
 from interplab.core.errors import ConfigError
 from interplab.core.result import Result
@@ -78,6 +78,12 @@ class ExperimentResult(Result):
                  f"Settings: {self.settings}."),
             Table(["arm", "VADER gain", "probe-2 gain", "proxy gain", "Goodhart gap", "hack rate", "hack rate at start",
                    "p vs control"], rows)]
+        if self.stats:
+            arms = list(self.stats)
+            gain = [self.stats[a]["verifier_gain"] for a in arms]
+            out.append(Bars("verifier_gain", "Held-out VADER gain per arm (95% CI over prompts)", arms,
+                            [g[0] for g in gain], "VADER gain (end − start)", low=[g[1] for g in gain],
+                            high=[g[2] for g in gain], null=[0.0] * len(arms)))
         for arm, series in self.curves.items():
             if series:
                 n = max(len(v) for v in series.values())

@@ -33,7 +33,11 @@ class Table:
 
 @dataclass
 class Heatmap:
-    """A [rows, cols] grid of values, with an optional CI half-width panel and significance dots."""
+    """A [rows, cols] grid of values, with an optional CI half-width panel and significance dots.
+
+    ``low`` / ``high`` (the CI's ends), ``p`` and ``q`` (per-cell p-value and BH q-value) are
+    optional grids of the same shape: the static report ignores them, the web UI shows them on
+    hover."""
 
     name: str
     title: str
@@ -46,6 +50,10 @@ class Heatmap:
     ylabel: str = "layer"
     value_label: str = "mean effect (0 = corrupt, 1 = clean)"
     caption: str = ""
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+    p: torch.Tensor | None = None
+    q: torch.Tensor | None = None
 
 
 @dataclass
@@ -93,9 +101,30 @@ class Bars:
     caption: str = ""
 
 
-Figure = Heatmap | Scatter | Lines | Bars
-Block = Heading | Text | Table | Heatmap | Scatter | Lines | Bars
-FIGURES = (Heatmap, Scatter, Lines, Bars)
+@dataclass
+class Graph:
+    """A circuit: nodes placed by layer and directed edges with scores. Edges whose |score| is
+    below ``threshold`` are hidden at first (the web UI has a slider over it)."""
+
+    name: str
+    title: str
+    nodes: list[str]  # node labels, e.g. "embed", "L0.h1", "L1.mlp", "logits"
+    layers: list[float]  # per node: its depth for the layout (embed -1, logits n_layers)
+    sources: list[int]  # per edge: index into nodes
+    targets: list[int]
+    scores: list[float]  # per edge
+    low: list[float] | None = None  # per edge: the score's CI
+    high: list[float] | None = None
+    truth: list[bool] | None = None  # per edge: in the ground-truth circuit
+    node_scores: list[float] | None = None
+    threshold: float = 0.0
+    score_label: str = "edge score"
+    caption: str = ""
+
+
+Figure = Heatmap | Scatter | Lines | Bars | Graph
+Block = Heading | Text | Table | Heatmap | Scatter | Lines | Bars | Graph
+FIGURES = (Heatmap, Scatter, Lines, Bars, Graph)
 
 
 def ci_text(low, high, digits: int = 3) -> str:

@@ -23,6 +23,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr,rl]"
+	# the UI's browser tests drive Debian's Chromium (Playwright never downloads a browser here)
+	command -v chromium > /dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null) \
+	  || (sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive sudo apt-get install -y -qq chromium > /dev/null)
 	# sparsify's own fused encoder is the reference in a format test (read by file path; its
 	# training dependencies are not needed).
 	$(BIN)/pip install -q --no-deps eai-sparsify==1.3.3

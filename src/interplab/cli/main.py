@@ -15,11 +15,12 @@ import os
 import re
 import sys
 
-from interplab.cli import serve
+from interplab.cli import serve, ui
 from interplab.core.errors import closest
 
 META = {"run": "run any analysis from a YAML/JSON config file (--list: every analysis and its fields)",
-        "models": "list default and cached models", "serve": serve.HELP}
+        "models": "list default and cached models", "serve": serve.HELP,
+        "ui": ui.HELP}
 DESCRIPTION = "interplab: exact, fast, honest interpretability on Hugging Face LMs."
 
 
@@ -67,6 +68,7 @@ def build_parser(catalog: dict[str, dict] | None = None) -> argparse.ArgumentPar
     run.add_argument("--list", action="store_true", help="list every analysis with its fields and their docs")
     sub.add_parser("models", help=META["models"], description=META["models"])
     serve.add_parser(sub)
+    ui.add_parser(sub)
     return parser
 
 
@@ -132,7 +134,7 @@ def parse(argv: list[str]):
     args, extra = parser.parse_known_args(argv)  # --help and usage errors exit here, before torch
     if extra:  # the subcommand's own usage, with the closest option suggested
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("models", "serve") or (args.command == "run" and args.list):
+    if args.command in ("models", "serve", "ui") or (args.command == "run" and args.list):
         return args.command, args, None
     if args.command == "run":
         if not args.config:
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_models()
         if command == "serve":
             return serve.run(_args)
+        if command == "ui":
+            return ui.run(_args)
         if config is None:
             return _cmd_list()
         return _run(command, config)

@@ -1,0 +1,2 @@
+"""Feature dashboards' data: the dictionaries whose feature statistics the UI shows (placeholder
+registry; filled in below)."""

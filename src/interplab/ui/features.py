@@ -1,2 +1,234 @@
-"""Feature dashboards' data: the dictionaries whose feature statistics the UI shows (placeholder
-registry; filled in below)."""
+"""Feature dashboards' data: the dictionaries whose feature statistics the UI shows, and one
+latent's dashboard as JSON — density, activation histogram, top and quantile-sampled contexts
+with per-token activations, top / bottom logit effects and nearest latents by decoder cosine —
+read from the statistics ``eval-sae`` writes (``dictionary.features.FeatureStats``), never
+recomputed.
+
+Dictionaries come from ``--dictionaries DIR`` (their ``DIR/features``) and from the eval-sae
+runs under RUNS_DIR (their ``features_dir``). A request names one by its id here, never by a
+path. Statistics load lazily on first use (memory-mapped safetensors) and stay loaded; the
+search text of every latent (its top tokens and logit effects) is built once per dictionary."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from interplab.ui.blocks_json import plain
+from interplab.ui.paths import NotFound
+
+SORTS = ("density", "max", "index")
+
+
+@dataclass
+class Source:
+    id: str
+    path: Path  # the feature-stats directory
+    label: str
+    stats: object = None
+    search: list[str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def meta(self) -> dict:
+        try:
+            meta = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"id": self.id, "label": self.label, "path": str(self.path), "status": "corrupt"}
+        return {"id": self.id, "label": self.label, "path": str(self.path), "status": "ok",
+                "input_site": meta.get("input_site"), "target_site": meta.get("target_site"),
+                "n_tokens": meta.get("n_tokens"), "n_contexts": meta.get("n_contexts")}
+
+
+def _stats_dir(path: Path) -> Path | None:
+    """A feature-stats directory: ``path`` itself or its ``features/``."""
+    for candidate in (path, path / "features"):
+        if (candidate / "config.json").is_file() and (candidate / "stats.safetensors").is_file():
+            return candidate
+    return None
+
+
+def _eval_runs(root: Path):
+    """feature directories named by eval-sae runs under ``root``."""
+    from interplab.ui.runs_index import RunIndex
+
+    for entry in RunIndex(root).entries():
+        if entry.analysis != "eval-sae" or entry.status != "ok":
+            continue
+        try:
+            tree = json.loads((root / entry.id / "results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(tree.get("features_dir"), str):
+            yield Path(tree["features_dir"]), entry.id
+
+
+class Features:
+    """The registered dictionaries' feature statistics, by id."""
+
+    def __init__(self, sources: list[Source]):
+        self.sources = {s.id: s for s in sources}
+
+    @classmethod
+    def discover(cls, root: str | Path, dictionaries=()) -> Features:
+        found: list[tuple[Path, str]] = []
+        for d in dictionaries:
+            stats = _stats_dir(Path(d))
+            if stats is None:
+                from interplab.core.errors import ConfigError
+
+                raise ConfigError(f"{d} has no feature statistics (no {Path(d) / 'features'}/config.json): run "
+                                  f"`interplab eval-sae --dictionary {d}` to compute them.")
+            found.append((stats, Path(d).name))
+        for path, run in _eval_runs(Path(root)):
+            stats = _stats_dir(path)
+            if stats is not None:
+                found.append((stats, f"{stats.parent.name} (from {run})"))
+        return cls.of(found)
+
+    @classmethod
+    def of(cls, found: list[tuple[Path, str]]) -> Features:
+        sources, seen, ids = [], set(), set()
+        for path, label in found:
+            real = path.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            base = "".join(c if c.isalnum() or c in "-_." else "-" for c in (real.parent.name or "dictionary"))
+            sid, n = base, 1
+            while sid in ids:
+                n += 1
+                sid = f"{base}-{n}"
+            ids.add(sid)
+            sources.append(Source(sid, real, label))
+        return cls(sources)
+
+    def listing(self) -> list[dict]:
+        return [s.meta() for s in self.sources.values()]
+
+    def source(self, sid: str) -> Source:
+        src = self.sources.get(sid)
+        if src is None:
+            raise NotFound(f"No dictionary {sid!r} here; known: {', '.join(self.sources) or 'none'}.")
+        return src
+
+    def stats(self, sid: str):
+        src = self.source(sid)
+        with src.lock:
+            if src.stats is None:
+                from interplab.dictionary.features import FeatureStats
+
+                src.stats = FeatureStats.load(src.path)
+            return src.stats
+
+    # -- the latent table ----------------------------------------------------------------------
+    def _search(self, sid: str) -> list[str]:
+        src, stats = self.source(sid), self.stats(sid)
+        with src.lock:
+            if src.search is None:
+                src.search = search_texts(stats)
+            return src.search
+
+    def page(self, sid: str, q: str = "", sort: str = "density", descending: bool = True,
+             offset: int = 0, limit: int = 50) -> dict:
+        stats = self.stats(sid)
+        n = stats.d_sae
+        if q.strip().isdigit():
+            order = [int(q)] if int(q) < n else []
+        else:
+            if sort == "index":
+                order = list(range(n))
+                if descending:
+                    order.reverse()
+            else:
+                key = stats.density if sort == "density" else stats.top_values[:, 0].double()
+                order = torch.argsort(torch.nan_to_num(key, nan=-1.0), descending=descending, stable=True).tolist()
+            if q:
+                texts, needle = self._search(sid), q.lower()
+                order = [i for i in order if needle in texts[i]]
+        rows = [summary(stats, i) for i in order[offset: offset + limit]]
+        return {"id": sid, "d_sae": n, "total": len(order), "offset": offset, "limit": limit, "latents": rows,
+                **self.source(sid).meta()}
+
+    def latent(self, sid: str, i: int) -> dict:
+        stats = self.stats(sid)
+        if not 0 <= i < stats.d_sae:
+            raise NotFound(f"Latent {i} out of range: dictionary {sid!r} has {stats.d_sae} (0..{stats.d_sae - 1}).")
+        return {"id": sid, **self.source(sid).meta(), **dashboard(stats, i)}
+
+
+# -- one latent as JSON ----------------------------------------------------------------------------
+def tok(stats, t: int) -> str:
+    vocab = getattr(stats, "vocab", None)
+    if vocab:
+        text = vocab.get(int(t))
+        if text is not None:
+            return text
+    return f"<{int(t)}>"
+
+
+def summary(stats, i: int) -> dict:
+    top = [tok(stats, t) for t in stats.logit_top_ids[i][:3]] if stats.logit_top_ids is not None else []
+    return {"index": i, "density": plain(float(stats.density[i])), "mean_activation": plain(float(stats.mean_activation[i])),
+            "max_activation": plain(float(stats.top_values[i, 0])), "top_logits": top}
+
+
+def _contexts(stats, i: int, values, ctxs, positions, starts, acts, tokens) -> list[dict]:
+    out = []
+    for j in range(ctxs.shape[0]):
+        c = int(ctxs[j])
+        if c < 0:
+            continue
+        out.append({"context": c, "max": plain(float(values[j])), "max_position": int(positions[j]),
+                    "max_index": int(positions[j] - starts[j]), "start": int(starts[j]),
+                    "tokens": [tok(stats, t) for t in tokens[j].tolist()],
+                    "acts": plain(acts[j].float())})
+    return out
+
+
+def _logits(stats, ids, values, i) -> list[dict]:
+    if ids is None:
+        return []
+    return [{"token": tok(stats, t), "value": plain(float(v))} for t, v in zip(ids[i].tolist(), values[i].tolist())]
+
+
+def dashboard(stats, i: int) -> dict:
+    top = _contexts(stats, i, stats.top_values[i], stats.top_contexts[i], stats.top_positions[i],
+                    stats.window_start[i], stats.window_acts[i], stats.window_tokens[i])
+    quantiles = []
+    if getattr(stats, "quantile_contexts", None) is not None:
+        n_q = stats.quantile_contexts.shape[1]
+        peak = float(stats.top_values[i, 0])
+        for k in range(n_q):
+            quantiles.append({"low": plain(peak * k / n_q), "high": plain(peak * (k + 1) / n_q),
+                              "contexts": _contexts(stats, i, stats.quantile_values[i, k], stats.quantile_contexts[i, k],
+                                                    stats.quantile_positions[i, k], stats.quantile_start[i, k],
+                                                    stats.quantile_acts[i, k], stats.quantile_tokens[i, k])})
+    neighbours = []
+    if getattr(stats, "neighbour_ids", None) is not None:
+        neighbours = [{"index": int(j), "cosine": plain(float(c)), "density": plain(float(stats.density[int(j)]))}
+                      for j, c in zip(stats.neighbour_ids[i].tolist(), stats.neighbour_cos[i].tolist()) if j >= 0]
+    return {"index": i, "d_sae": stats.d_sae, "density": plain(float(stats.density[i])),
+            "mean_activation": plain(float(stats.mean_activation[i])), "n_tokens": stats.n_tokens,
+            "histogram": {"counts": plain(stats.hist_counts[i]), "edges": plain(stats.hist_edges)},
+            "top_contexts": top, "quantiles": quantiles,
+            "top_logits": _logits(stats, stats.logit_top_ids, stats.logit_top_values, i),
+            "bottom_logits": _logits(stats, stats.logit_bottom_ids, stats.logit_bottom_values, i),
+            "neighbours": neighbours}
+
+
+def search_texts(stats) -> list[str]:
+    """Per latent, lower-case text to search: its top contexts' max tokens and its logit effects."""
+    n = stats.d_sae
+    idx = (stats.top_positions - stats.window_start).clamp_min(0).unsqueeze(-1)
+    max_tokens = stats.window_tokens.gather(2, idx.clamp_max(stats.window_tokens.shape[2] - 1)).squeeze(-1)
+    texts = []
+    for i in range(n):
+        parts = [tok(stats, t) for t, c in zip(max_tokens[i].tolist(), stats.top_contexts[i].tolist()) if c >= 0]
+        if stats.logit_top_ids is not None:
+            parts += [tok(stats, t) for t in stats.logit_top_ids[i].tolist()]
+        texts.append(" ".join(parts).lower())
+    return texts

@@ -18,11 +18,12 @@ def run_id(root: Path, path: Path) -> str:
 
 
 def resolve_run(root: Path, rid: str) -> Path:
-    """The directory of run ``rid`` under ``root``; NotFound for anything else, ``..`` included."""
+    """The directory of run ``rid`` under ``root`` (one holding a config.json); NotFound for
+    anything else, ``..``, hidden names and symlinks leading out of ``root`` included."""
     parts = PurePosixPath(rid).parts
-    if not rid or rid.startswith("/") or "\\" in rid or any(p in ("..", ".") or p.startswith(".") for p in parts):
+    if not parts or rid.startswith("/") or "\\" in rid or any(p in ("..", ".") or p.startswith(".") for p in parts):
         raise NotFound(f"No run {rid!r} here: a run id is a path inside the runs directory.")
     real = (root / rid).resolve()
-    if not real.is_relative_to(root.resolve()) or not real.is_dir():
+    if not real.is_relative_to(root.resolve()) or not (real / "config.json").is_file():
         raise NotFound(f"No run {rid!r} in {root}.")
     return root / rid

@@ -1,14 +1,27 @@
 """Feature statistics: a planted feature is found exactly; batched equals a naive per-latent
-loop; logit effects follow the stated formula; save / load / describe round-trip."""
+loop; logit effects follow the stated formula; quantile samples lie in their intervals, are
+distinct, seeded and leave empty slots at -1; decoder neighbours equal a brute-force top-k; the
+vocab covers every window; save / load / describe round-trip, an old directory included."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from interplab.core.artifacts import write_artifact
+from interplab.core.config import to_dict
 from interplab.core.errors import ConfigError, InputError
 from interplab.dictionary import DICTIONARIES, Dictionary, DictionaryConfig
-from interplab.dictionary.features import FeatureConfig, FeatureStats, feature_stats, logit_effects
+from interplab.dictionary.features import (
+    FORMAT,
+    TENSORS,
+    FeatureConfig,
+    FeatureStats,
+    feature_stats,
+    logit_effects,
+)
+from interplab.dictionary.features_select import decoder_neighbours
+from interplab.dictionary.neuronpedia import neuronpedia_feature
 from interplab.runtime import HookedModel
 
 from .families import VOCAB, assert_clean, build, tokens
@@ -91,16 +104,22 @@ def _sae(site="L0.resid_post"):
     return sae
 
 
+def _z(model, sae, ids, batch_size):
+    """Every latent on every token, ``[n, T, d_sae]``, in the batches feature_stats uses: equal
+    numbers, not just close."""
+    with torch.no_grad():
+        zs = []
+        for lo in range(0, ids.shape[0], batch_size):
+            b = ids[lo:lo + batch_size]
+            _, cache = model.run_with_cache(b, [sae.cfg.input_site])
+            zs.append(sae.encode(cache[sae.cfg.input_site].reshape(b.numel(), -1)).reshape(*b.shape, -1))
+        return torch.cat(zs)
+
+
 def _naive(model, sae, ids, cfg):
     n, t = ids.shape
     w = min(cfg.window, t)
-    with torch.no_grad():
-        zs = []
-        for lo in range(0, n, cfg.batch_size):  # the same batches: equal numbers, not just close
-            b = ids[lo:lo + cfg.batch_size]
-            _, cache = model.run_with_cache(b, [sae.cfg.input_site])
-            zs.append(sae.encode(cache[sae.cfg.input_site].reshape(b.numel(), -1)).reshape(*b.shape, -1))
-        z = torch.cat(zs)
+    z = _z(model, sae, ids, cfg.batch_size)
     width = (cfg.hist_high - cfg.hist_low) / cfg.hist_bins
     out = {k: [] for k in ("ctx", "pos", "val", "start", "acts", "toks", "hist", "density", "mean")}
     for j in range(z.shape[-1]):
@@ -211,3 +230,145 @@ def test_refusals(small):
         feature_stats(small, _sae("L0.mlp.hidden"), tokens(2, 4), FeatureConfig(**QUIET))
     with pytest.raises(ConfigError, match="n_top must be >= 1"):
         FeatureConfig(n_top=0)
+    with pytest.raises(ConfigError, match="n_per_quantile must be >= 1"):
+        FeatureConfig(n_per_quantile=0)
+    with pytest.raises(ConfigError, match="n_quantiles must be >= 0"):
+        FeatureConfig(n_quantiles=-1)
+    with pytest.raises(ConfigError, match="n_neighbours must be >= 0"):
+        FeatureConfig(n_neighbours=-1)
+
+
+# -- quantile samples -------------------------------------------------------------------------------
+NEW = ("quantile_values", "quantile_contexts", "quantile_positions", "quantile_start", "quantile_acts",
+       "quantile_tokens", "quantile_counts", "neighbour_ids", "neighbour_cos")
+QCFG = dict(n_top=2, window=4, batch_size=6, n_quantiles=4, n_per_quantile=3, n_logits=0, **QUIET)
+
+
+def test_quantile_samples_lie_in_their_intervals(small):
+    ids = tokens(40, 9, seed=11)
+    sae = _sae()
+    cfg = FeatureConfig(**QCFG)
+    fs = feature_stats(small, sae, ids, cfg)
+    z = _z(small, sae, ids, cfg.batch_size).float()
+    m = z.max(1).values  # [n, S] each context's maximum
+    edges = fs.quantile_edges()
+    assert edges.shape == (48, 5) and (edges[:, 0] == 0).all() and torch.equal(edges[:, -1], fs.top_values[:, 0])
+    assert fs.quantile_acts.shape == (48, 4, 3, 4) and fs.quantile_tokens.dtype == torch.long
+    filled = sampled_some = 0
+    for j in range(48):
+        for q in range(4):
+            inside = [c for c in range(40) if edges[j, q] < m[c, j] <= edges[j, q + 1]]
+            assert int(fs.quantile_counts[j, q]) == len(inside), (j, q)
+            got = fs.quantile_contexts[j, q].tolist()
+            kept = [c for c in got if c >= 0]
+            assert got == kept + [-1] * (3 - len(kept))  # empty slots last
+            assert len(kept) == min(3, len(inside)) and len(set(kept)) == len(kept) and set(kept) <= set(inside)
+            vals = fs.quantile_values[j, q]
+            assert torch.equal(vals[:len(kept)], m[kept, j]) and (vals[:len(kept)].diff() <= 0).all()
+            for slot, c in enumerate(kept):
+                p, start = int(fs.quantile_positions[j, q, slot]), int(fs.quantile_start[j, q, slot])
+                assert p == int((z[c, :, j] == m[c, j]).nonzero()[0])  # the first position of the maximum
+                assert start == min(max(p - cfg.before, 0), 9 - 4)
+                assert torch.equal(fs.quantile_acts[j, q, slot], z[c, start:start + 4, j])
+                assert torch.equal(fs.quantile_tokens[j, q, slot], ids[c, start:start + 4])
+            rest = slice(len(kept), None)
+            assert (fs.quantile_acts[j, q, rest] == 0).all() and (fs.quantile_tokens[j, q, rest] == 0).all()
+            assert (vals[rest] == 0).all() and (fs.quantile_positions[j, q, rest] == 0).all()
+            filled += len(kept)
+            sampled_some += len(inside) > 3
+    assert filled > 150 and sampled_some > 40  # enough slots, and enough intervals with a real choice
+    # the neighbours came along (default n_neighbours=8)
+    want_ids, want_cos = decoder_neighbours(sae.W_dec, 8)
+    assert torch.equal(fs.neighbour_ids, want_ids) and torch.equal(fs.neighbour_cos, want_cos)
+
+
+def test_quantile_sample_is_seeded(small):
+    ids = tokens(40, 9, seed=11)
+    sae = _sae()
+    a = feature_stats(small, sae, ids, FeatureConfig(**QCFG, n_neighbours=0))
+    b = feature_stats(small, sae, ids, FeatureConfig(**QCFG, n_neighbours=0))
+    c = feature_stats(small, sae, ids, FeatureConfig(**QCFG, n_neighbours=0, seed=1))
+    for name in NEW[:7]:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.neighbour_ids is None and a.neighbour_cos is None
+    assert torch.equal(a.quantile_counts, c.quantile_counts)  # the same intervals ...
+    assert not torch.equal(a.quantile_contexts, c.quantile_contexts)  # ... another sample of them
+
+
+def test_quantile_empty_slots(model):
+    ids = tokens(12, 10, seed=5)
+    cfg = FeatureConfig(n_top=2, window=6, batch_size=5, n_quantiles=3, n_per_quantile=4, **QUIET)
+    fs = feature_stats(model, planted(model), ids, cfg)
+    few = none = 0
+    for j in range(VOCAB):
+        holding = [c for c in range(12) if (ids[c] == j).any()]
+        # Every activation is 1, so every maximum lies in the top interval (2/3, 1]; the others are empty.
+        assert fs.quantile_counts[j].tolist() == [0, 0, len(holding)]
+        assert (fs.quantile_contexts[j, :2] == -1).all()
+        got = fs.quantile_contexts[j, 2].tolist()
+        kept = [c for c in got if c >= 0]
+        assert got == kept + [-1] * (4 - len(kept)) and len(kept) == min(4, len(holding))
+        assert set(kept) <= set(holding) and len(set(kept)) == len(kept)
+        few += 0 < len(holding) < 4
+        none += not holding
+    assert few >= 1 and none >= 1  # latents with some empty slots, latents with all of them empty
+
+
+# -- neighbours ---------------------------------------------------------------------------------
+def test_neighbours_equal_brute_force():
+    w = _sae().W_dec.detach().clone()
+    w[5] = 0.0  # a dead decoder row: cosine 0 with everything
+    unit = w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(float("-inf"))
+    want = sim.topk(6, dim=-1)
+    for chunk in (None, 1, 7, 100):
+        ids, cos = decoder_neighbours(w, 6, chunk=chunk)
+        assert ids.dtype == torch.long and cos.dtype == torch.float32 and ids.shape == (48, 6)
+        assert torch.allclose(cos, want.values, atol=1e-6)
+        live = torch.ones(48, dtype=torch.bool)
+        live[5] = False  # its row is all ties at 0
+        assert torch.equal(ids[live], want.indices[live]), chunk
+        assert not (ids == torch.arange(48)[:, None]).any()
+    assert decoder_neighbours(w[:4], 10)[0].shape == (4, 3)  # capped at d_sae - 1
+
+
+# -- vocab, save / load -----------------------------------------------------------------------------
+def test_vocab_and_round_trip(tiny, tmp_path):
+    ids = tokens(8, 12, seed=3)
+    cfg = FeatureConfig(n_top=2, window=5, batch_size=3, n_quantiles=2, n_per_quantile=2, n_logits=3, **QUIET)
+    fs = feature_stats(tiny, _sae(), ids, cfg)
+    seen = set()
+    for name in ("window_tokens", "quantile_tokens", "logit_top_ids", "logit_bottom_ids"):
+        seen |= set(getattr(fs, name).flatten().tolist())
+    assert seen <= set(fs.vocab) and fs.context_len == 12
+    assert all(fs.vocab[i] == tiny.tokenizer.decode([i]) == fs.token_str(i) for i in seen)
+    assert fs.token_str(10 ** 6) == "<1000000>"
+    fs.save(tmp_path / "fs")
+    back = FeatureStats.load(tmp_path / "fs")
+    assert back.config == fs.config and back.vocab == fs.vocab and back.context_len == 12
+    for name in TENSORS:
+        a, b = getattr(back, name), getattr(fs, name)
+        assert a is not None and a.dtype == b.dtype and torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0)), name
+    assert torch.equal(back.quantile_edges(), fs.quantile_edges())
+
+
+def test_old_directory_still_loads(small, tmp_path):
+    ids = tokens(6, 8, seed=9)
+    fs = feature_stats(small, _sae(), ids, FeatureConfig(n_top=2, window=5, n_logits=3, **QUIET))
+    # What the code before quantiles / neighbours / vocab wrote: its config fields and tensors only.
+    old_cfg = {k: v for k, v in to_dict(fs.config).items()
+               if k not in ("n_quantiles", "n_per_quantile", "seed", "n_neighbours")}
+    meta = {"format": FORMAT, "config": old_cfg, "input_site": fs.input_site, "target_site": fs.target_site,
+            "n_contexts": fs.n_contexts, "n_tokens": fs.n_tokens}
+    old = [k for k in TENSORS if k not in NEW]
+    write_artifact(tmp_path / "old", meta, {k: getattr(fs, k) for k in old}, "stats.safetensors")
+    back = FeatureStats.load(tmp_path / "old")
+    assert all(getattr(back, k) is None for k in NEW) and back.vocab is None and back.context_len is None
+    assert back.config.n_quantiles == 0 and back.config.n_neighbours == 0 and back.config.n_top == 2
+    for k in old:
+        assert torch.equal(getattr(back, k).nan_to_num(-7.0), getattr(fs, k).nan_to_num(-7.0)), k
+    i = int(fs.density.argmax())
+    assert back.describe(i) == fs.describe(i) and back.quantile_edges() is None and back.token_str(7) == "<7>"
+    exported = neuronpedia_feature(back, i)
+    assert len(exported["activations"]) == 2 and all(a["bin_min"] == -1 for a in exported["activations"])

@@ -16,17 +16,42 @@ For every latent at once (no per-latent loop over the data):
   (centred first for LayerNorm) and the unembedding, ``W_dec[i] · diag(γ) · W_Uᵀ``, top
   ``n_logits`` positive and negative (the norm's scale is left out, as in dashboards). Only
   for targets in the residual stream (embed, resid_*, attn_out, mlp_out — a transcoder's
-  mlp_out included); None otherwise.
+  mlp_out included); None otherwise;
+* quantile samples (Bricken et al.'s / SAEDashboard's "subsample intervals"): (0, max] of the
+  latent's per-context maxima (max = its top value) split into ``n_quantiles`` equal intervals,
+  ``quantile_edges(top_values[:, 0], n_quantiles)`` (``[d_sae, n_quantiles + 1]``, interval q
+  is ``(edges[q], edges[q + 1]]``, edges ``max * q / n_quantiles``; ``FeatureStats.quantile_edges``);
+  in each, ``n_per_quantile`` contexts whose maximum lies in it, drawn uniformly at random without
+  replacement (priority sampling: every (context, latent) gets a priority from a
+  ``torch.Generator`` seeded with ``seed``, the highest ``n_per_quantile`` in the interval are
+  kept), each with the same window as the top contexts, sorted by maximum within the interval;
+  empty slots hold context -1. ``quantile_counts`` says how many contexts have their maximum in
+  each interval. This is a second pass over the contexts (the maximum is known only after the
+  first): it about doubles the run's time. The pass recomputes the maxima; should a device give a
+  slightly larger one than the first pass, that context counts in the top interval;
+* the ``n_neighbours`` nearest other latents by cosine similarity of decoder rows
+  (``neighbour_ids``, ``neighbour_cos``), computed a chunk of rows at a time;
+* ``vocab``: the decoded string of every token id in any window or logit list (from the model's
+  tokenizer, when it has one), so that a dashboard needs no tokenizer (``token_str``).
+
+The running selections and the neighbours live in ``features_select.py``, the logit effects in
+``features_logits.py``; ``neuronpedia.py`` exports the stats in Neuronpedia's import format.
+
+Saved: ``config.json`` (meta, the config, the vocab as ``{"id": "string"}``) +
+``stats.safetensors`` + ``provenance.json``. A directory written before the quantiles,
+neighbours and vocab existed still loads: those are None and the config says 0 for them.
 
 Memory: the windows are ``[d_sae, n_top, window]`` float32 activations and int64 tokens: with
 9216 latents, 10 examples and 16 tokens about 6 MB and 12 MB; during the run a batch adds
-``batch * window * d_sae`` of each.
+``batch * window * d_sae`` of each. The quantile samples add ``[d_sae, n_quantiles,
+n_per_quantile, window]`` of each (5 × 4 slots: twice the top contexts' size), and during the
+second pass about ``3 * n_quantiles * n_per_quantile * window * d_sae`` floats.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -39,16 +64,14 @@ from interplab.core.artifacts import write_artifact
 from interplab.core.config import param, to_dict
 from interplab.core.errors import ConfigError, InterplabError
 from interplab.core.model import Model
-from interplab.core.sites import Site, SiteKind
 from interplab.dictionary.base import Dictionary
+from interplab.dictionary.features_logits import RESIDUAL_KINDS, logit_effects
+from interplab.dictionary.features_select import QuantileSample, TopN, decoder_neighbours, quantile_edges
 from interplab.dictionary.splice import bos_id, check_contexts, check_sites
-from interplab.models.norms import norm_convention
-
-log = logging.getLogger(__name__)
 
 FORMAT = "interplab-feature-stats/1"
-RESIDUAL_KINDS = frozenset({SiteKind.EMBED, SiteKind.RESID_PRE, SiteKind.RESID_MID, SiteKind.RESID_POST,
-                            SiteKind.ATTN_OUT, SiteKind.MLP_OUT})
+__all__ = ["FORMAT", "RESIDUAL_KINDS", "TENSORS", "FeatureConfig", "FeatureDescription", "FeatureStats",
+           "feature_stats", "logit_effects", "token_strings"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +86,21 @@ class FeatureConfig:
     hist_high: float = param(4.0, help="Upper edge of the histogram, in log10 activation.")
     n_logits: int = param(10, help="Top positive and negative logit effects kept per latent (0: none).")
     exclude_bos: bool = param(True, help="Leave BOS positions out of every statistic.")
+    n_quantiles: int = param(5, help="Intervals of (0, max] to sample contexts from, per latent (0: no second pass).")
+    n_per_quantile: int = param(4, help="Contexts sampled uniformly at random per interval.")
+    seed: int = param(0, help="Seed of the quantile samples.")
+    n_neighbours: int = param(8, help="Nearest latents by decoder cosine kept per latent (0: none).")
     progress: bool = param(True, help="Show a progress bar.")
 
     def __post_init__(self) -> None:
         for name in ("n_top", "window", "batch_size", "hist_bins"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.n_logits < 0:
-            raise ConfigError(f"n_logits must be >= 0, got {self.n_logits}.")
+        for name in ("n_logits", "n_quantiles", "n_neighbours"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.n_per_quantile < 1:
+            raise ConfigError(f"n_per_quantile must be >= 1, got {self.n_per_quantile}.")
         if not self.hist_low < self.hist_high:
             raise ConfigError(f"hist_low must be below hist_high, got {self.hist_low} and {self.hist_high}.")
 
@@ -102,7 +132,9 @@ class FeatureDescription:
 
 TENSORS = ("density", "mean_activation", "top_values", "top_contexts", "top_positions", "window_start",
            "window_acts", "window_tokens", "hist_counts", "hist_edges", "logit_top_ids",
-           "logit_top_values", "logit_bottom_ids", "logit_bottom_values")
+           "logit_top_values", "logit_bottom_ids", "logit_bottom_values", "quantile_values",
+           "quantile_contexts", "quantile_positions", "quantile_start", "quantile_acts", "quantile_tokens",
+           "quantile_counts", "neighbour_ids", "neighbour_cos")
 
 
 @dataclass
@@ -128,10 +160,39 @@ class FeatureStats:
     logit_top_values: Tensor | None = None
     logit_bottom_ids: Tensor | None = None
     logit_bottom_values: Tensor | None = None
+    # None when n_quantiles is 0 (or in a directory from before they existed):
+    quantile_values: Tensor | None = None  # [d_sae, n_quantiles, n_per_quantile] float32, the context's maximum
+    quantile_contexts: Tensor | None = None  # [d_sae, n_q, k] int64; -1 for an empty slot
+    quantile_positions: Tensor | None = None  # [d_sae, n_q, k] int64 position of the maximum
+    quantile_start: Tensor | None = None  # [d_sae, n_q, k] int64 first position of the window
+    quantile_acts: Tensor | None = None  # [d_sae, n_q, k, window] float32
+    quantile_tokens: Tensor | None = None  # [d_sae, n_q, k, window] int64
+    quantile_counts: Tensor | None = None  # [d_sae, n_q] int64 contexts whose maximum lies in the interval
+    neighbour_ids: Tensor | None = None  # [d_sae, n_neighbours] int64, most similar first; None when 0
+    neighbour_cos: Tensor | None = None  # [d_sae, n_neighbours] float32
+    vocab: dict[int, str] | None = None  # token id -> decoded string, for every id in the tensors above
+    context_len: int | None = None  # tokens per context (None in an old directory)
 
     @property
     def d_sae(self) -> int:
         return self.density.shape[0]
+
+    def quantile_edges(self) -> Tensor | None:
+        """``[d_sae, n_quantiles + 1]`` float32: latent i's interval q is ``(edges[i, q],
+        edges[i, q + 1]]`` (see the module docstring); None without quantile samples."""
+        if self.quantile_values is None:
+            return None
+        return quantile_edges(self.top_values[:, 0], self.quantile_values.shape[1])
+
+    def token_str(self, token_id: int) -> str:
+        """The token's decoded string from ``vocab``; ``<id>`` when it is not there."""
+        token_id = int(token_id)
+        return self.vocab.get(token_id, f"<{token_id}>") if self.vocab else f"<{token_id}>"
+
+    def token_ids(self) -> Tensor:
+        """Sorted distinct token ids in the windows (top and quantile) and logit lists."""
+        parts = [getattr(self, k) for k in ("window_tokens", "quantile_tokens", "logit_top_ids", "logit_bottom_ids")]
+        return torch.unique(torch.cat([p.flatten() for p in parts if p is not None]))
 
     def describe(self, i: int, tokenizer=None, n: int | None = None) -> FeatureDescription:
         """Latent ``i``'s top contexts as text (token ids in <> without a tokenizer), its
@@ -161,6 +222,10 @@ class FeatureStats:
         """``config.json`` + ``stats.safetensors`` + ``provenance.json``, written atomically."""
         meta = {"format": FORMAT, "config": to_dict(self.config), "input_site": self.input_site,
                 "target_site": self.target_site, "n_contexts": self.n_contexts, "n_tokens": self.n_tokens}
+        if self.context_len is not None:
+            meta["context_len"] = self.context_len
+        if self.vocab is not None:
+            meta["vocab"] = {str(k): v for k, v in sorted(self.vocab.items())}
         tensors = {k: getattr(self, k) for k in TENSORS if getattr(self, k) is not None}
         return write_artifact(path, meta, tensors, "stats.safetensors", overwrite, **provenance_extra)
 
@@ -174,10 +239,14 @@ class FeatureStats:
         if meta.get("format") != FORMAT:
             raise InterplabError(f"{path}/config.json is not interplab feature stats (format {meta.get('format')!r}).")
         known = {f.name for f in fields(FeatureConfig)}
-        cfg = FeatureConfig(**{k: v for k, v in meta["config"].items() if k in known})
-        tensors = load_file(str(path / "stats.safetensors"))
+        # A directory from before the quantile samples and neighbours: say 0 of them, as it has none.
+        old = {k: 0 for k in ("n_quantiles", "n_neighbours") if k not in meta["config"]}
+        cfg = FeatureConfig(**{**{k: v for k, v in meta["config"].items() if k in known}, **old})
+        tensors = {k: v for k, v in load_file(str(path / "stats.safetensors")).items() if k in TENSORS}
+        vocab = meta.get("vocab")
         return cls(config=cfg, input_site=meta["input_site"], target_site=meta["target_site"],
-                   n_contexts=meta["n_contexts"], n_tokens=meta["n_tokens"], **tensors)
+                   n_contexts=meta["n_contexts"], n_tokens=meta["n_tokens"], context_len=meta.get("context_len"),
+                   vocab=None if vocab is None else {int(k): v for k, v in vocab.items()}, **tensors)
 
 
 def _token(tokenizer, t: int) -> str:
@@ -185,37 +254,23 @@ def _token(tokenizer, t: int) -> str:
 
 
 # -- computing them ---------------------------------------------------------------------------
-class _TopN:
-    """Running top-n per latent of per-context maxima, with their windows."""
-
-    def __init__(self, n: int, w: int, d_sae: int, device) -> None:
-        self.vals = torch.full((n, d_sae), float("-inf"), device=device)
-        self.ctx = torch.full((n, d_sae), -1, dtype=torch.long, device=device)
-        self.pos = torch.zeros((n, d_sae), dtype=torch.long, device=device)
-        self.start = torch.zeros((n, d_sae), dtype=torch.long, device=device)
-        self.acts = torch.zeros((n, w, d_sae), device=device)
-        self.toks = torch.zeros((n, w, d_sae), dtype=torch.long, device=device)
-
-    def merge(self, z: Tensor, tokens: Tensor, first_ctx: int, before: int) -> None:
-        """Merge a batch: ``z [B, T, d_sae]`` latents of ``tokens [B, T]``."""
-        b, t, s = z.shape
-        n, w = self.vals.shape[0], self.acts.shape[1]
-        best, pos = z.max(dim=1)  # first position of the maximum
-        start = (pos - before).clamp(0, t - w)
-        idx = start[:, None, :] + torch.arange(w, device=z.device)[None, :, None]  # [B, W, S]
-        acts = z.gather(1, idx)
-        toks = tokens.gather(1, idx.reshape(b, w * s)).reshape(b, w, s)
-        ctx = torch.arange(first_ctx, first_ctx + b, device=z.device)[:, None].expand(b, s)
-        vals = torch.cat([self.vals, best.float()])
-        # Stable: ties keep the earlier context (the kept ones come first and are earlier).
-        order = vals.sort(dim=0, descending=True, stable=True).indices[:n]
-        self.vals = vals.gather(0, order)
-        self.ctx = torch.cat([self.ctx, ctx]).gather(0, order)
-        self.pos = torch.cat([self.pos, pos]).gather(0, order)
-        self.start = torch.cat([self.start, start]).gather(0, order)
-        big = order[:, None, :].expand(n, w, s)
-        self.acts = torch.cat([self.acts, acts.float()]).gather(0, big)
-        self.toks = torch.cat([self.toks, toks]).gather(0, big)
+def _latents(model: Model, dictionary: Dictionary, contexts: Tensor, cfg: FeatureConfig, bos: int | None,
+             desc: str) -> Iterator[tuple[int, Tensor, Tensor, int]]:
+    """Per batch of contexts: ``(first context, tokens [B, T], latents z [B, T, S] float32 with
+    BOS positions zeroed, tokens counted)``, on the dictionary's device."""
+    t, s, dev = contexts.shape[1], dictionary.cfg.d_sae, dictionary.W_dec.device
+    site = dictionary.cfg.input_site
+    for lo in tqdm(range(0, contexts.shape[0], cfg.batch_size), desc=desc, unit="batch", disable=not cfg.progress):
+        tokens = contexts[lo: lo + cfg.batch_size].to(model.device)
+        _, cache = model.run_with_cache(tokens, [site])
+        b = tokens.shape[0]
+        z = dictionary.encode(cache[site].reshape(b * t, -1).to(dev)).float().reshape(b, t, s)
+        tokens = tokens.to(dev)
+        if bos is None:
+            yield lo, tokens, z, b * t
+        else:
+            keep = tokens != bos
+            yield lo, tokens, z * keep[..., None], int(keep.sum())
 
 
 @torch.no_grad()
@@ -231,25 +286,15 @@ def feature_stats(model: Model, dictionary: Dictionary, contexts: Tensor, cfg: F
     s, nb = dictionary.cfg.d_sae, cfg.hist_bins
     dev = dictionary.W_dec.device
     bos = bos_id(model) if cfg.exclude_bos else None
-    top = _TopN(cfg.n_top, w, s, dev)
+    top = TopN(cfg.n_top, w, s, dev)
     fires = torch.zeros(s, dtype=torch.long, device=dev)
     act_sum = torch.zeros(s, dtype=torch.float64, device=dev)
     hist = torch.zeros(s * nb, dtype=torch.long, device=dev)
     width = (cfg.hist_high - cfg.hist_low) / nb
     n_tokens = 0
-    site = dictionary.cfg.input_site
-    for lo in tqdm(range(0, n_ctx, cfg.batch_size), desc="feature stats", unit="batch", disable=not cfg.progress):
-        tokens = contexts[lo: lo + cfg.batch_size].to(model.device)
-        _, cache = model.run_with_cache(tokens, [site])
-        b = tokens.shape[0]
-        z = dictionary.encode(cache[site].reshape(b * t, -1).to(dev)).float().reshape(b, t, s)
-        tokens = tokens.to(dev)
-        if bos is not None:
-            keep = tokens != bos
-            z = z * keep[..., None]
-            n_tokens += int(keep.sum())
-        else:
-            n_tokens += b * t
+    for lo, tokens, z, counted in _latents(model, dictionary, contexts, cfg, bos, "feature stats"):
+        b = z.shape[0]
+        n_tokens += counted
         fired = z != 0
         fires += fired.sum((0, 1))
         act_sum += z.double().sum((0, 1))
@@ -262,7 +307,7 @@ def feature_stats(model: Model, dictionary: Dictionary, contexts: Tensor, cfg: F
     top.ctx[empty] = -1
     stats = FeatureStats(
         config=cfg, input_site=dictionary.cfg.input_site, target_site=dictionary.cfg.target_site,
-        n_contexts=n_ctx, n_tokens=n_tokens,
+        n_contexts=n_ctx, n_tokens=n_tokens, context_len=t,
         density=(fires.double() / max(n_tokens, 1)).cpu(),
         mean_activation=(act_sum / fires.double()).cpu(),
         top_values=top.vals.clamp_min(0).T.contiguous().cpu(),
@@ -274,39 +319,29 @@ def feature_stats(model: Model, dictionary: Dictionary, contexts: Tensor, cfg: F
         hist_counts=hist.reshape(s, nb).cpu(),
         hist_edges=torch.linspace(cfg.hist_low, cfg.hist_high, nb + 1, dtype=torch.float64),
     )
+    del top
+    if cfg.n_quantiles:
+        sample = QuantileSample(stats.top_values[:, 0].to(dev), cfg.n_quantiles, cfg.n_per_quantile, w)
+        gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: the same sample on any device
+        for lo, _, z, _ in _latents(model, dictionary, contexts, cfg, bos, "feature stats (quantiles)"):
+            sample.merge(z, torch.rand(z.shape[0], s, generator=gen).to(dev), lo, cfg.before)
+        for k, v in sample.result(contexts).items():
+            setattr(stats, k, v)
+    if cfg.n_neighbours:
+        stats.neighbour_ids, stats.neighbour_cos = decoder_neighbours(dictionary.W_dec, cfg.n_neighbours)
     if cfg.n_logits:
         effects = logit_effects(model, dictionary, cfg.n_logits)
         if effects is not None:
             (stats.logit_top_ids, stats.logit_top_values, stats.logit_bottom_ids,
              stats.logit_bottom_values) = effects
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        stats.vocab = token_strings(tokenizer, stats.token_ids().tolist())
     return stats
 
 
-@torch.no_grad()
-def logit_effects(model: Model, dictionary: Dictionary, k: int, chunk: int = 1024
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-    """``(top_ids, top_values, bottom_ids, bottom_values)``, each ``[d_sae, k]``: the largest and
-    smallest entries of ``W_dec[i] / out_scale · diag(γ) · W_Uᵀ`` (see the module docstring);
-    None when the target is not in the residual stream or the final norm is unknown."""
-    site = Site.parse(dictionary.cfg.target_site)
-    if site.kind not in RESIDUAL_KINDS:
-        log.info("No logit effects: the target site %s is not in the residual stream.", site)
-        return None
-    conv = norm_convention(model.adapter.final_norm(), model.dims.d_model)
-    if conv is None:
-        log.warning("No logit effects: unknown final norm %s.", type(model.adapter.final_norm()).__name__)
-        return None
-    centre, g = conv.centre, conv.gain.float().cpu()
-    w_u = model.adapter.unembed().weight.detach().float().cpu()  # [d_vocab, d_model]
-    k = min(k, w_u.shape[0])
-    w_dec = (dictionary.W_dec.detach().float() / dictionary.out_scale.float()).cpu()
-    out = ([], [], [], [])
-    for lo in range(0, w_dec.shape[0], chunk):
-        d = w_dec[lo: lo + chunk]
-        if centre:
-            d = d - d.mean(-1, keepdim=True)
-        eff = (d * g) @ w_u.T
-        hi, low = eff.topk(k, dim=-1), eff.topk(k, dim=-1, largest=False)
-        for acc, v in zip(out, (hi.indices, hi.values, low.indices, low.values)):
-            acc.append(v)
-    return tuple(torch.cat(a) for a in out)
+def token_strings(tokenizer, ids: list[int]) -> dict[int, str]:
+    """``{id: tokenizer.decode([id])}`` (one ``batch_decode`` call when the tokenizer has it)."""
+    batch = getattr(tokenizer, "batch_decode", None)
+    strings = batch([[i] for i in ids]) if batch is not None else [tokenizer.decode([i]) for i in ids]
+    return dict(zip(ids, strings, strict=True))

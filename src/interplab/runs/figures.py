@@ -24,9 +24,10 @@ def effect_heatmap(mean: torch.Tensor, row_labels, col_labels, title: str, *,
     height = (1.8 + 0.2 * rows) * (2 if stacked else 1)
     fig, axes = plt.subplots(2 if stacked else 1, 1 if stacked else panels, figsize=(width, height), squeeze=False)
     axes = axes.reshape(1, -1)
-    span = max(float((mean - center).abs().max()), 1e-6)
+    finite = (mean - center).abs().nan_to_num(nan=0.0)  # NaN cells (not measured) are left blank
+    span = max(float(finite.max()) if finite.numel() else 0.0, 1e-6)
     ax = axes[0, 0]
-    im = ax.imshow(mean.numpy(), cmap="RdBu_r", vmin=center - span, vmax=center + span,
+    im = ax.imshow(mean.numpy(), cmap=_with_bad("RdBu_r"), vmin=center - span, vmax=center + span,
                    aspect="auto", interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.04, label=value_label)
     if significant is not None:
@@ -37,11 +38,16 @@ def effect_heatmap(mean: torch.Tensor, row_labels, col_labels, title: str, *,
     _label(ax, row_labels, col_labels, title, xlabel, ylabel)
     if halfwidth is not None:
         ax2 = axes[0, 1]
-        im2 = ax2.imshow(halfwidth.numpy(), cmap="viridis", aspect="auto", interpolation="nearest")
+        im2 = ax2.imshow(halfwidth.numpy(), cmap=_with_bad("viridis"), aspect="auto", interpolation="nearest")
         fig.colorbar(im2, ax=ax2, fraction=0.04, label="CI half-width")
         _label(ax2, row_labels, col_labels, "uncertainty (bootstrap CI half-width)", xlabel, ylabel)
     fig.tight_layout()
     return fig
+
+
+def _with_bad(name: str):
+    """The colormap with NaN cells (not measured) in light grey, not the colour of a value."""
+    return plt.get_cmap(name).with_extremes(bad="0.85")
 
 
 def _label(ax, row_labels, col_labels, title, xlabel, ylabel):
@@ -116,5 +122,77 @@ def bars_plot(labels, values, xlabel: str, title: str, *, low=None, high=None, n
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def layered_positions(layers) -> list[tuple[float, float]]:
+    """(x, y) per node: y its layer, the nodes of one layer spread evenly on x around 0, in order."""
+    rows: dict[float, list[int]] = {}
+    for i, layer in enumerate(layers):
+        rows.setdefault(float(layer), []).append(i)
+    pos: list[tuple[float, float]] = [(0.0, 0.0)] * len(layers)
+    for layer, members in rows.items():
+        for j, i in enumerate(members):
+            pos[i] = (j - (len(members) - 1) / 2, layer)
+    return pos
+
+
+def graph_plot(nodes, layers, sources, targets, scores, title: str, *, truth=None, threshold: float = 0.0,
+               node_scores=None, score_label: str = "edge score"):
+    """A circuit drawn by hand in layers (no graph library): nodes on the y axis by layer, spread
+    on x; each edge with |score| >= ``threshold`` as an arrow whose colour (diverging, 0 white)
+    and width follow its score -- solid if the truth has it, dashed if not -- and truth edges
+    under the threshold as thin dotted grey arrows (missed). Parallel edges between one pair of
+    nodes (a head's q / k / v) bend apart. Drawn edges carry ``gid`` "edge", missed ones "missed"."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch
+
+    pos = layered_positions(layers)
+    widest = max((sum(1 for v in layers if float(v) == float(layer)) for layer in layers), default=1)
+    levels = len({float(v) for v in layers})
+    fig, ax = plt.subplots(figsize=(min(3.5 + 1.1 * widest, 12), min(1.6 + 1.1 * levels, 10)))
+    span = max((abs(float(v)) for v in scores), default=0.0) or 1.0
+    norm, cmap = Normalize(-span, span), plt.get_cmap("RdBu_r")
+    truth = list(truth) if truth is not None else None
+    shown = {e for e, v in enumerate(scores) if abs(float(v)) >= threshold}
+    missed = {e for e in range(len(scores)) if truth is not None and truth[e] and e not in shown}
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for e in sorted(shown | missed):
+        pairs.setdefault((int(sources[e]), int(targets[e])), []).append(e)
+    for es in pairs.values():
+        for j, e in enumerate(es):
+            v = float(scores[e])
+            if e in shown:
+                style = {"color": cmap(norm(v)), "linewidth": 0.6 + 3.0 * abs(v) / span,
+                         "linestyle": "-" if truth is None or truth[e] else "--"}
+            else:
+                style = {"color": "0.6", "linewidth": 0.8, "linestyle": ":"}
+            ax.add_patch(FancyArrowPatch(
+                pos[int(sources[e])], pos[int(targets[e])], arrowstyle="-|>", mutation_scale=9, shrinkA=12,
+                shrinkB=12, connectionstyle=f"arc3,rad={0.18 * (j - (len(es) - 1) / 2)}", zorder=1, alpha=0.9,
+                gid="edge" if e in shown else "missed", **style))
+    xs, ys = [p[0] for p in pos], [p[1] for p in pos]
+    colours = "white" if node_scores is None else [cmap(norm(float(v))) for v in node_scores]
+    ax.scatter(xs, ys, s=520, c=colours, edgecolors="k", linewidths=0.8, zorder=2)
+    for (x, y), name in zip(pos, nodes):
+        ax.annotate(name, (x, y), ha="center", va="center", fontsize=6, zorder=3)
+    ax.set_xlim(min(xs, default=0) - 0.8, max(xs, default=0) + 0.8)
+    ax.set_ylim(min(ys, default=0) - 0.6, max(ys, default=0) + 0.6)
+    ax.set_yticks(sorted(set(ys)))
+    ax.set_xticks([])
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=10)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.04)
+    bar.set_label(score_label, fontsize=7)
+    if truth is not None:
+        ax.legend(handles=[Line2D([], [], color="k", linestyle="-", label="in the truth"),
+                           Line2D([], [], color="k", linestyle="--", label="not in the truth"),
+                           Line2D([], [], color="0.6", linestyle=":", label="truth, under the threshold")],
+                  fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False)
     fig.tight_layout()
     return fig

@@ -3,7 +3,7 @@ as self-contained HTML, and the tables as rich tables for the terminal."""
 
 from __future__ import annotations
 
-from interplab.core.blocks import Bars, Block, Heading, Heatmap, Lines, Scatter, Table, Text
+from interplab.core.blocks import Bars, Block, Graph, Heading, Heatmap, Lines, Scatter, Table, Text
 from interplab.runs import figures
 from interplab.runs.record import RunRecord
 from interplab.runs.report import Report
@@ -25,6 +25,10 @@ def figure(block):
     if isinstance(block, Bars):
         return figures.bars_plot(block.labels, block.values, block.xlabel, block.title,
                                  low=block.low, high=block.high, null=block.null)
+    if isinstance(block, Graph):
+        return figures.graph_plot(block.nodes, block.layers, block.sources, block.targets, block.scores,
+                                  block.title, truth=block.truth, threshold=block.threshold,
+                                  node_scores=block.node_scores, score_label=block.score_label)
     raise TypeError(f"not a figure spec: {type(block).__name__}")
 
 

@@ -94,7 +94,8 @@ class DLARunResult(DLAResult, Result):
                             [f"L{i}" for i in range(mean.shape[0])], [f"h{i}" for i in range(mean.shape[1])],
                             halfwidth=None if ci is None else ((ci.high - ci.low) / 2).float(), xlabel="head",
                             value_label="mean direct logit contribution",
-                            caption="Mean over prompts (logit units); right: CI half-width."),
+                            caption="Mean over prompts (logit units); right: CI half-width.",
+                            low=None if ci is None else ci.low, high=None if ci is None else ci.high),
                     Table(["head", "mean contribution", "95% CI"], self._head_rows(10))]
         return out
 

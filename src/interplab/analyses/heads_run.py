@@ -46,7 +46,7 @@ class HeadsResult(HeadScores, Result):
                     Heatmap(name, f"{name} score", ci.estimate.float(), [f"L{i}" for i in range(n_layers)],
                             [f"h{i}" for i in range(n_heads)], halfwidth=((ci.high - ci.low) / 2).float(),
                             xlabel="head", value_label=f"mean {name} score",
-                            caption="Mean score over sequences; right: CI half-width."),
+                            caption="Mean score over sequences; right: CI half-width.", low=ci.low, high=ci.high),
                     Table(["head", "score", "95% CI"],
                           [[f"L{layer}.h{h}", s, ci_text(ci.low[layer, h], ci.high[layer, h])]
                            for layer, h, s in self.top(name, 5)])]

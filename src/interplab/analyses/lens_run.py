@@ -8,11 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from interplab.analyses.logit_lens import LogitLensConfig, LogitLensResult, logit_lens
+import torch
+
+from interplab.analyses.logit_lens import LogitLensConfig, LogitLensResult, lens_logits, logit_lens
 from interplab.core.analysis import Context, register_analysis
-from interplab.core.blocks import Block, Lines, Table, Text
+from interplab.core.blocks import Block, Heatmap, Lines, Table, Text
 from interplab.core.config import RunFields
+from interplab.core.model import Model
 from interplab.core.result import Result
+from interplab.core.sites import Site, SiteKind
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class LensResult(LogitLensResult, Result):
     final_token: str = ""  # the model's own top-1 next token
     next_ids: list[int] = field(default_factory=list)  # the model's own top-k next tokens
     next_tokens: list[str] = field(default_factory=list)
+    # The lens at every position (records from before these fields leave them None):
+    grid_prob: torch.Tensor | None = None  # [layer, pos]: lens p(the model's own top-1 next token there)
+    grid_tokens: list[str] | None = None  # [pos]: the prompt's tokens
+    grid_next: list[str] | None = None  # [pos]: the model's own top-1 next token after each
 
     def title(self) -> str:
         return f"Logit lens on {self.model_name}: {self.config.prompt!r}"
@@ -91,7 +99,21 @@ class LensResult(LogitLensResult, Result):
                 Lines("lens_final_prob", f"p({final}) through the logit lens", [float(x) for x in self.layers],
                       {f"p({final})": self.final_prob.tolist()}, "layer", "probability", ylim=(0.0, 1.0),
                       caption=f"Probability of the model's final top-1 token {final} at each layer's lens."),
-                *self._tables()]
+                *self._grid(), *self._tables()]
+
+    def grid_labels(self) -> list[str]:
+        """Column labels of the position grid: ``pos:'token' → 'predicted'``."""
+        return [f"{p}:{t!r} → {n!r}" for p, (t, n) in enumerate(zip(self.grid_tokens or [], self.grid_next or []))]
+
+    def _grid(self) -> list[Block]:
+        if self.grid_prob is None:
+            return []
+        return [Heatmap("lens_grid", "Logit lens at every position", self.grid_prob.float(),
+                        [f"L{layer}" for layer in self.layers], self.grid_labels(), xlabel="position: token → "
+                        "the model's top-1 next token", value_label="lens p(model's top-1)",
+                        caption="Each cell: layer L's resid_post at that position through the final norm and "
+                                "unembedding, read as the probability of the token the model itself predicts "
+                                "there (the last row is the model's own probability).")]
 
 
 @register_analysis("lens", config=LensRunConfig, result=LensResult,
@@ -104,4 +126,21 @@ def lens(cfg: LensRunConfig, ctx: Context) -> LensResult:
     return LensResult(**vars(res), model_name=model.source.get("name", ""),
                       top_tokens=[[decode([i]) for i in row] for row in res.top_ids.tolist()],
                       final_token=decode([res.final_id]), next_ids=next_ids,
-                      next_tokens=[decode([i]) for i in next_ids])
+                      next_tokens=[decode([i]) for i in next_ids], **lens_grid(model, cfg.prompt))
+
+
+def lens_grid(model: Model, prompt: str) -> dict:
+    """The lens at every position of ``prompt``: per layer and position the lens probability of
+    the model's own top-1 next token there, with the tokens (one forward, cached resid_post)."""
+    batch = model.to_batch(prompt)
+    n = int(batch.lengths[0])
+    sites = [Site(layer, SiteKind.RESID_POST) for layer in range(model.dims.n_layers)]
+    logits, cache = model.run_with_cache(batch, sites)
+    with torch.no_grad():
+        ids = batch.input_ids[0, -n:].tolist()  # one prompt: no padding, but left padding would be first
+        top = logits[0, -n:].float().argmax(-1)  # [pos]
+        rows = [lens_logits(model, cache[s][0, -n:]).softmax(-1).gather(-1, top[:, None].to(cache[s].device))[:, 0]
+                for s in sites]
+    decode = model.tokenizer.decode
+    return {"grid_prob": torch.stack(rows).cpu(), "grid_tokens": [decode([i]) for i in ids],
+            "grid_next": [decode([i]) for i in top.tolist()]}

@@ -103,14 +103,22 @@ def effect_figures(key: str, result, title: str) -> list[Block]:
     sig = None if s is None else s.significant
     if mean.ndim == 2:
         return [Heatmap(key, title, mean.float(), rows, axis_labels(result, names[1]), halfwidth=half,
-                        significant=sig, xlabel=names[1], caption=caption)]
+                        significant=sig, xlabel=names[1], caption=caption, **cell_stats(s))]
     out: list[Block] = []  # [layer, head, pos]: one layer × position map per head
     for h, head in enumerate(result.axes[names[1]]):
         out.append(Heatmap(f"{key}_h{head}", f"{title}, head {head}", mean[:, h].float(), rows,
                            axis_labels(result, names[2]), halfwidth=None if half is None else half[:, h],
                            significant=None if sig is None else sig[:, h], xlabel=names[2],
-                           caption=caption))
+                           caption=caption, **cell_stats(s, (slice(None), h))))
     return out
+
+
+def cell_stats(s, index=()) -> dict:
+    """A heatmap's per-cell CI ends, permutation p and BH q: the summary's own tensors (at
+    ``index`` for one head of a 3-D sweep), or nothing without a summary."""
+    if s is None:
+        return {}
+    return {name: getattr(s, name)[index] for name in ("low", "high", "p", "q")}
 
 
 def patching_blocks(key: str, result, title: str, top: int = TOP) -> list[Block]:

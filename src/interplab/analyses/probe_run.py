@@ -112,6 +112,18 @@ class ProbeRunResult(Result):
     def terminal(self) -> list[Block]:
         return [self._table(), Text(f"Best layer: {self.best_summary}")]
 
+    def _selectivity(self, x: list[float]) -> list[Block]:
+        """Selectivity by layer with its CI, where the control task ran (NaN layers left out)."""
+        s = self.sweep
+        keep = [i for i, v in enumerate(s["selectivity"]) if not math.isnan(v)]
+        if not keep:
+            return []
+        return [Lines("probe_selectivity", "Selectivity by layer", [x[i] for i in keep],
+                      {"selectivity": [s["selectivity"][i] for i in keep]}, "layer", "test − control accuracy",
+                      low={"selectivity": [self.selectivity_low[i] for i in keep]},
+                      high={"selectivity": [self.selectivity_high[i] for i in keep]}, hline=0.0,
+                      caption="Selectivity (test accuracy − control task accuracy) by layer with its 95% CI.")]
+
     def blocks(self) -> list[Block]:
         s, c = self.sweep, self.sweep["config"]
         x = [float(v) for v in s["layers"]]
@@ -127,6 +139,7 @@ class ProbeRunResult(Result):
                   low={"test accuracy": s["test_accuracy_low"]}, high={"test accuracy": s["test_accuracy_high"]},
                   hline=0.5, ylim=(0.0, 1.05),
                   caption="Test accuracy by layer (95% bootstrap CI) and the control task's accuracy."),
+            *self._selectivity(x),
             Text(f"Best layer: {self.best_summary}; saved as probe/ (Probe.load)."),
         ]
 

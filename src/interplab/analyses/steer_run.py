@@ -100,6 +100,13 @@ class SteerRunResult(Result):
     def terminal(self) -> list[Block]:
         return [*super().terminal(), self._table()]
 
+    def samples_table(self) -> Table:
+        """One row per (scale, sample): the prompt and its greedy continuation at that scale (the
+        samples are the first prompts', in order)."""
+        return Table(["scale", "prompt", "continuation"],
+                     [[f"{scale:+g}", self.prompts[i] if i < len(self.prompts) else "", text]
+                      for scale, texts in self.samples.items() for i, text in enumerate(texts)])
+
     def blocks(self) -> list[Block]:
         s = self.sweep
         scales = s["scales"].tolist()
@@ -120,9 +127,12 @@ class SteerRunResult(Result):
             out.append(Lines("steer_kl", "Side effect: KL on neutral text", scales, {"KL": s["kl"].tolist()},
                              "scale", "KL(unsteered ‖ steered), nats/token",
                              caption="Mean KL of next-token distributions on a neutral corpus (0 at scale 0)."))
+        if s["perplexity"] is not None:
+            out.append(Lines("steer_perplexity", "Side effect: perplexity on neutral text", scales,
+                             {"perplexity": s["perplexity"].tolist()}, "scale", "perplexity",
+                             caption="Perplexity of the neutral corpus under steering (scale 0: the model's own)."))
         if self.samples:
-            out.append(Heading("Samples (greedy)"))
-            out += [Text(f"scale {scale:+g}: {self.prompts[0]}{t}") for scale, texts in self.samples.items() for t in texts]
+            out += [Heading("Samples (greedy)"), self.samples_table()]
         out.append(Text("The vector is saved as vector/ (SteeringVector.load; `interplab generate --steer`).", note=True))
         return out
 

@@ -48,6 +48,20 @@ def verified_cells(v: VerifiedResult, roles: dict[int, str]) -> list[dict]:
     return rows
 
 
+def exact_grids(v: VerifiedResult, grid=None) -> dict[str, torch.Tensor]:
+    """The exact cells' mean, CI ends, p and q (``v.exact.summary``, one entry per verified cell)
+    placed on the sweep's grid; NaN where a cell was not patched."""
+    grid = grid or _grid(v, {})
+    s = v.exact.summary
+    out = {}
+    for name in ("mean", "low", "high", "p", "q"):
+        values = getattr(s, name)
+        out[name] = torch.full(v.verified.shape, float("nan"), dtype=values.dtype)
+        for i, coords in enumerate(v.cells):
+            out[name][_index(grid, coords)] = values[i]
+    return out
+
+
 def verified_blocks(key: str, v: VerifiedResult, title: str, roles: dict[int, str]) -> list[Block]:
     grid = _grid(v, roles)
     names = list(v.axes)
@@ -56,15 +70,22 @@ def verified_blocks(key: str, v: VerifiedResult, title: str, roles: dict[int, st
     significant = v.exact.summary.significant
     for i, coords in enumerate(v.cells):
         sig[_index(grid, coords)] = bool(significant[i])
+    exact = exact_grids(v, grid)
     n_cells, n_exact = v.verified.numel(), len(v.cells)
+    rows, cols = axis_labels(grid, names[0]), axis_labels(grid, names[1])
     out: list[Block] = [
         Heading(title),
-        Heatmap(key, f"{title}: AtP* estimate", est, axis_labels(grid, names[0]), axis_labels(grid, names[1]),
+        Heatmap(key, f"{title}: AtP* estimate", est, rows, cols,
                 significant=sig, xlabel=names[1], value_label="estimated effect (0 = corrupt, 1 = clean)",
                 caption=f"AtP* (attribution with the QK fix) estimate of every cell, mean over prompts; "
                         f"{n_exact} of {n_cells} cells were then patched exactly (the top {n_exact - int(v.sampled.sum())} "
                         f"by AtP* score and {int(v.sampled.sum())} drawn at random); dots: verified cells whose "
                         "exact effect passes Benjamini–Hochberg (q < 0.05, over the verified cells)."),
+        Heatmap(f"{key}_exact", f"{title}: exact effect of the verified cells", exact["mean"].float(), rows, cols,
+                halfwidth=((exact["high"] - exact["low"]) / 2).float(), significant=sig, xlabel=names[1],
+                caption=f"The {n_exact} cells patched exactly: mean effect over prompts (grey: not patched); "
+                        "right: CI half-width; dots: q < 0.05 (BH over the verified cells).",
+                low=exact["low"], high=exact["high"], p=exact["p"], q=exact["q"]),
         Table(["cell", "AtP* estimate", "exact effect", "95% CI", "p (permutation)", "q (BH)", "chosen"],
               [[r["cell"], r["estimate"], r["effect"], ci_text(r["low"], r["high"]), r["p"], r["q"], r["chosen"]]
                for r in verified_cells(v, roles)]),

@@ -5,7 +5,9 @@ circuits: exact edge patching, EAP, EAP-IG and ACDC on the planted induction cir
 its truth under zero ablation (the ablation under which every truth edge is identifiable; see
 tests/integration/test_circuits_planted.py). Each method's edge AUROC comes with a percentile
 bootstrap CI over prompts; the null is the same method on randomly initialised copies of the
-model (mean over seeds); pass counts and wall time are the method's own.
+model (mean over seeds); pass counts and wall time are the method's own. Each edge-scoring row
+keeps its per-edge scores with CIs and the planted truth flags (``CircuitEdges``, in the row's
+``extra["circuit"]``), which the report draws as the circuit found.
 
 trained: the induction model trained here and the shipped modular-addition model, each method's
 node AUROC against the heads an ablation measured, and the Fourier structure of the embedding."""
@@ -13,13 +15,16 @@ node AUROC against the heads an ablation measured, and the Fourier structure of 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
 from interplab.analyses.circuits import (
     ACDCConfig,
+    CircuitGraph,
     CircuitTask,
     EAPConfig,
+    EdgeScores,
     ExactConfig,
     acdc,
     auroc_ci_over_prompts,
@@ -32,6 +37,47 @@ from interplab.groundtruth.bench_suites import Row
 from interplab.groundtruth.planted import induction_model, induction_task, successor_model
 from interplab.models.toy import ToyForCausalLM
 from interplab.runtime import HookedModel
+
+CUT = 0.1  # the circuit drawn at first: edges with |score| >= CUT × the largest |score|
+
+
+@dataclass
+class CircuitEdges:
+    """One method's edge scores on a planted model's graph, with the planted truth: what the
+    report draws as a circuit (``blocks.Graph``). Stored in the row's ``extra["circuit"]``."""
+
+    nodes: list[str]  # the graph's nodes: embed, L<l>.h<h>, mlp<l>, logits
+    layers: list[float]  # per node: embed -1, a head its layer, an MLP its layer + 0.5, logits n_layers
+    edges: list[list[str]]  # per edge: [sender, receiver] or [sender, head, q / k / v], as scored
+    scores: list[float]  # per edge: mean change of the metric when that edge alone is ablated
+    low: list[float]  # per edge: 95% percentile-bootstrap CI of the mean over prompts
+    high: list[float]
+    truth: list[bool]  # per edge: in the planted circuit
+    threshold: float  # CUT × the largest |score|
+    metric: str = ""
+
+
+def node_layer(name: str, n_layers: int) -> float:
+    if name == "embed":
+        return -1.0
+    if name == "logits":
+        return float(n_layers)
+    if name.startswith("mlp"):
+        return int(name[3:]) + 0.5
+    return float(int(name[1:].split(".")[0]))
+
+
+def circuit_edges(graph: CircuitGraph, scores: EdgeScores, truth_edges, n_resamples: int = 500) -> CircuitEdges:
+    """``scores`` on ``graph`` with per-edge CIs over prompts and the truth flags."""
+    from interplab.analyses.circuits.faithfulness import edge_labels
+    from interplab.stats import bootstrap_ci
+
+    ci = bootstrap_ci(scores.per_prompt.double(), n_resamples=n_resamples, method="percentile", seed=0)
+    values = scores.scores.tolist()
+    return CircuitEdges(list(graph.nodes), [node_layer(n, graph.n_layers) for n in graph.nodes],
+                        [list(e) for e in scores.edges], values, ci.low.tolist(), ci.high.tolist(),
+                        edge_labels(scores, truth_edges).tolist(), CUT * max((abs(v) for v in values), default=0.0),
+                        scores.metric)
 
 
 def _task(vocab: int, n_ctx: int, n: int) -> CircuitTask:
@@ -75,6 +121,7 @@ def circuit_rows(quick: bool, n_seeds: int) -> list[Row]:
     rows = []
     for name, planted, task in cases:
         model = HookedModel(planted.model)
+        graph = CircuitGraph.from_model(model)
         for label, method in methods.items():
             t = time.perf_counter()
             scores = method(model, task)
@@ -88,7 +135,8 @@ def circuit_rows(quick: bool, n_seeds: int) -> list[Row]:
             rows.append(Row("circuits", name, label, "edge AUROC (zero ablation)",
                             edge_auroc(scores, planted.truth.edges), low, high,
                             null=_null(planted, task, method, n_seeds),
-                            passes=f"{scores.n_forward}F + {scores.n_backward}B", seconds=seconds, note=note))
+                            passes=f"{scores.n_forward}F + {scores.n_backward}B", seconds=seconds, note=note,
+                            extra={"circuit": circuit_edges(graph, scores, planted.truth.edges)}))
         t = time.perf_counter()
         res = acdc(model, task, ACDCConfig(threshold=0.5, metric="kl", ablation="zero"))
         kept = {e for e, k in zip(res.edges, res.kept.tolist()) if k}

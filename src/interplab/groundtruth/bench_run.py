@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from interplab.core.analysis import Context, register_analysis
-from interplab.core.blocks import Bars, Block, Table, Text
+from interplab.core.blocks import Bars, Block, Graph, Heading, Table, Text
 from interplab.core.config import RecordFields, param
 from interplab.core.errors import ConfigError, choices
 from interplab.core.result import Result
@@ -95,7 +95,33 @@ class BenchResult(Result):
                  high=[r.score if r.high is None else r.high for r in shown],
                  null=[r.null for r in shown],
                  caption="Each method's score with its 95% CI (where there is one); crosses: the null."),
+            *self.circuit_blocks(),
         ]
+
+    def circuit_blocks(self) -> list[Block]:
+        """One graph per row that kept its edge scores (``extra["circuit"]``, a
+        ``bench_circuits.CircuitEdges``): the planted model's nodes by layer, every scored edge
+        with its CI and whether the planted circuit has it; edges under the row's cut hidden."""
+        from interplab.groundtruth.bench_circuits import CircuitEdges
+
+        rows = [r for r in self.leaderboard if isinstance(r.extra.get("circuit"), CircuitEdges)]
+        if not rows:
+            return []
+        out: list[Block] = [Heading("Circuits found against the planted ones")]
+        for k, r in enumerate(rows):
+            c: CircuitEdges = r.extra["circuit"]
+            index = {name: i for i, name in enumerate(c.nodes)}
+            top = max((abs(v) for v in c.scores), default=0.0)
+            cut = f" ({c.threshold / top:.3g} × the largest)" if top > 0 else ""
+            out.append(Graph(
+                f"circuit_{k}", f"{r.method} on {r.model}", list(c.nodes), list(c.layers),
+                [index[e[0]] for e in c.edges], [index[e[1]] for e in c.edges], list(c.scores),
+                low=list(c.low), high=list(c.high), truth=list(c.truth), threshold=c.threshold,
+                score_label=f"edge score: change of {c.metric} when the edge alone is ablated",
+                caption=f"{r.method} on {r.model}: each edge's mean score over prompts (95% CI); truth: the "
+                        f"planted circuit's {sum(c.truth)} edges. Shown: |score| >= {c.threshold:.3g}{cut}. A "
+                        "head's q, k and v inputs are separate edges."))
+        return out
 
     def terminal(self) -> list[Block]:
         return [Table(["suite", "model / data", "method", "metric", "score [95% CI]", "null", "passes", "s"],

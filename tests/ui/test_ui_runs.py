@@ -149,3 +149,85 @@ def test_hovering_a_heatmap_cell_shows_its_mean_and_ci(browser, site):
     assert f"95% CI [{low:.4f}, {high:.4f}]" in text
     if block.get("p"):
         assert "p " in text and "q " in text
+
+
+# -- feature dashboards (the eval-sae run's dictionary) -----------------------------------------------
+def _dictionary(url):
+    import httpx
+
+    (d,) = httpx.get(f"{url}/api/features").json()["dictionaries"]
+    return d
+
+
+def test_the_eval_sae_runs_dictionary_has_dashboards_equal_to_its_statistics(site):
+    import httpx
+
+    from interplab.dictionary.features import FeatureStats
+
+    url, _root, _ids = site
+    d = _dictionary(url)
+    stats = FeatureStats.load(d["path"])
+    page = httpx.get(f"{url}/api/latents", params={"d": d["id"], "limit": 500}).json()
+    assert page["total"] == stats.d_sae == len(page["latents"])
+    densities = [x["density"] for x in page["latents"]]
+    assert densities == sorted(densities, reverse=True)
+    i = page["latents"][0]["index"]
+    f = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": i}).json()
+    assert f["density"] == float(stats.density[i])
+    assert f["histogram"]["counts"] == stats.hist_counts[i].tolist()
+    for j, c in enumerate(f["top_contexts"]):
+        assert c["context"] == int(stats.top_contexts[i, j])
+        assert c["acts"] == stats.window_acts[i, j].double().tolist()
+        assert c["tokens"] == [stats.token_str(t) for t in stats.window_tokens[i, j].tolist()]
+        assert c["max_index"] == int(stats.top_positions[i, j] - stats.window_start[i, j])
+    assert [n["index"] for n in f["neighbours"]] == stats.neighbour_ids[i].tolist()
+    sampled = [c["context"] for q in f["quantiles"] for c in q["contexts"]]
+    assert sorted(sampled) == sorted(int(c) for c in stats.quantile_contexts[i].flatten() if c >= 0)
+    # search by the text of the latent's strongest token finds it
+    word = f["top_contexts"][0]["tokens"][f["top_contexts"][0]["max_index"]].strip()
+    if word:
+        found = httpx.get(f"{url}/api/latents", params={"d": d["id"], "q": word, "limit": 500}).json()
+        assert i in [x["index"] for x in found["latents"]]
+    assert httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": stats.d_sae}).status_code == 404
+    assert httpx.get(f"{url}/api/feature", params={"d": "../etc", "i": 0}).status_code == 404
+
+
+def test_the_neuronpedia_export_is_a_zip_of_every_latent(site):
+    import io
+    import zipfile
+
+    import httpx
+
+    url, _root, _ids = site
+    d = _dictionary(url)
+    r = httpx.get(f"{url}/api/export", params={"d": d["id"]}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        features = [f for name in z.namelist() for f in json.loads(z.read(name))["features"]]
+    page = httpx.get(f"{url}/api/latents", params={"d": d["id"], "limit": 1}).json()
+    assert sorted(f["feature_index"] for f in features) == list(range(page["d_sae"]))
+
+
+def test_the_feature_page_highlights_the_firing_tokens(browser, site):
+    import httpx
+
+    url, _root, _ids = site
+    d = _dictionary(url)
+    i = httpx.get(f"{url}/api/latents", params={"d": d["id"]}).json()["latents"][0]["index"]
+    f = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": i}).json()
+    contexts = f["top_contexts"] + [c for q in f["quantiles"] for c in q["contexts"]]
+    with tab(browser, url) as t:
+        page = t.open(f"/features?d={d['id']}")
+        assert page.locator("table.latent-table tbody tr").count() == min(50, f["d_sae"])
+        t.shot("features-list")
+        page = t.open(f"/feature?d={d['id']}&i={i}")
+        shown = page.evaluate("""() => [...document.querySelectorAll('.tokens.context')].map(line =>
+            [...line.querySelectorAll('span.tok')].map(s => [s.className, s.textContent]))""")
+        assert len(shown) == len(contexts) > 0
+        for line, c in zip(shown, contexts):
+            firing = [j for j, a in enumerate(c["acts"]) if a and a > 0]
+            assert [j for j, (cls, _) in enumerate(line) if "firing" in cls.split()] == firing
+            cls, text = line[c["max_index"]]
+            assert "max" in cls.split() and text == c["tokens"][c["max_index"]]
+        t.shot("feature")
+        assert t.errors == [] and t.hosts == {"127.0.0.1"}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from interplab.core.errors import InputError
 from interplab.ui.blocks_json import plain
 from interplab.ui.paths import NotFound
 
@@ -31,16 +32,28 @@ class Source:
     label: str
     stats: object = None
     search: list[str] | None = None
+    _meta: dict | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def meta(self) -> dict:
-        try:
-            meta = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {"id": self.id, "label": self.label, "path": str(self.path), "status": "corrupt"}
-        return {"id": self.id, "label": self.label, "path": str(self.path), "status": "ok",
-                "input_site": meta.get("input_site"), "target_site": meta.get("target_site"),
-                "n_tokens": meta.get("n_tokens"), "n_contexts": meta.get("n_contexts")}
+        """What the dictionary list shows (read once: the config also holds the vocabulary)."""
+        if self._meta is None:
+            try:
+                meta = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+                self._meta = {"id": self.id, "label": self.label, "path": str(self.path), "status": "ok",
+                              "input_site": meta.get("input_site"), "target_site": meta.get("target_site"),
+                              "n_tokens": meta.get("n_tokens"), "n_contexts": meta.get("n_contexts")}
+            except (OSError, ValueError) as err:
+                return {"id": self.id, "label": self.label, "path": str(self.path), "status": "corrupt",
+                        "problem": str(err)}
+        return self._meta
+
+
+def _provenance_model(path: Path) -> str | None:
+    try:
+        return json.loads((path / "provenance.json").read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _stats_dir(path: Path) -> Path | None:
@@ -121,8 +134,29 @@ class Features:
             if src.stats is None:
                 from interplab.dictionary.features import FeatureStats
 
-                src.stats = FeatureStats.load(src.path)
+                try:
+                    src.stats = FeatureStats.load(src.path)
+                except Exception as err:  # a corrupt or truncated artifact: say so, keep serving the rest
+                    raise InputError(f"The feature statistics at {src.path} do not load: {err}") from None
             return src.stats
+
+    def neuronpedia_zip(self, sid: str, model_id: str = "", sae_id: str = "") -> tuple[bytes, str]:
+        """(zip bytes, file name): ``dictionary.neuronpedia.export_neuronpedia``'s batch files."""
+        import io
+        import tempfile
+        import zipfile
+
+        from interplab.dictionary.neuronpedia import export_neuronpedia
+
+        stats, src = self.stats(sid), self.source(sid)
+        model_id = model_id or _provenance_model(src.path) or "model"
+        with tempfile.TemporaryDirectory() as tmp:
+            files = export_neuronpedia(stats, tmp, model_id, sae_id or sid)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in files:
+                    z.write(f, f.name)
+        return buf.getvalue(), f"{sid}-neuronpedia.zip"
 
     # -- the latent table ----------------------------------------------------------------------
     def _search(self, sid: str) -> list[str]:
@@ -201,9 +235,10 @@ def dashboard(stats, i: int) -> dict:
     quantiles = []
     if getattr(stats, "quantile_contexts", None) is not None:
         n_q = stats.quantile_contexts.shape[1]
-        peak = float(stats.top_values[i, 0])
+        edges = stats.quantile_edges()[i].tolist()
+        counts = stats.quantile_counts[i].tolist() if stats.quantile_counts is not None else [None] * n_q
         for k in range(n_q):
-            quantiles.append({"low": plain(peak * k / n_q), "high": plain(peak * (k + 1) / n_q),
+            quantiles.append({"low": plain(edges[k]), "high": plain(edges[k + 1]), "count": counts[k],
                               "contexts": _contexts(stats, i, stats.quantile_values[i, k], stats.quantile_contexts[i, k],
                                                     stats.quantile_positions[i, k], stats.quantile_start[i, k],
                                                     stats.quantile_acts[i, k], stats.quantile_tokens[i, k])})

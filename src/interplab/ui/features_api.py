@@ -4,6 +4,7 @@ latent's dashboard, and the Neuronpedia export of a dictionary."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Query
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from interplab.core.errors import InputError
@@ -24,6 +25,13 @@ def add_routes(app: FastAPI, features: Features) -> None:
         if order not in ("asc", "desc"):
             raise InputError(f"order must be asc or desc, got {order!r}.")
         return await run_in_threadpool(features.page, d, q.strip(), sort, order == "desc", offset, limit)
+
+    @app.get("/api/export", summary="A dictionary's dashboards as the batches Neuronpedia imports (a zip)")
+    async def export(d: str = Query(..., min_length=1, max_length=200),
+                     model_id: str = Query("", max_length=200), sae_id: str = Query("", max_length=200)):
+        body, name = await run_in_threadpool(features.neuronpedia_zip, d, model_id, sae_id)
+        return Response(body, media_type="application/zip",
+                        headers={"content-disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/feature", summary="One latent's dashboard")
     async def feature(d: str = Query(..., min_length=1, max_length=200), i: int = Query(..., ge=0)):

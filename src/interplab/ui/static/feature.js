@@ -53,7 +53,8 @@ page("features", async (main) => {
     left.appendChild(el("h2", {}, "Quantile-sampled activations"));
     const q = el("div", {id: "quantiles"});
     for (const band of [...f.quantiles].reverse()) {
-      q.appendChild(el("h3", {class: "note"}, `interval (${fmt(band.low, 3)}, ${fmt(band.high, 3)}]: ${band.contexts.length} sampled`));
+      const of = band.count === null || band.count === undefined ? "" : ` of ${band.count} contexts`;
+      q.appendChild(el("h3", {class: "note"}, `interval (${fmt(band.low, 3)}, ${fmt(band.high, 3)}]: ${band.contexts.length} sampled${of}`));
       band.contexts.forEach((c) => q.appendChild(contextLine(c, peak)));
     }
     left.appendChild(q);

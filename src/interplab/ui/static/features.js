@@ -23,7 +23,9 @@ page("features", async (main) => {
   const sort = el("select", {id: "latent-sort"}, ["density", "max", "index"].map((s) => el("option", {value: s}, "by " + s)));
   const pager = el("div", {class: "pager"});
   const holder = el("div", {id: "latents"});
-  main.append(title, info, el("div", {class: "controls"}, search, sort), pager, holder);
+  const exportLink = el("a", {href: "/api/export?d=" + encodeURIComponent(d), id: "export", download: ""},
+                        "export for Neuronpedia (zip of batch-*.json)");
+  main.append(title, info, el("div", {class: "controls"}, search, sort, exportLink), pager, holder);
 
   async function load() {
     const qs = new URLSearchParams({d, q: state.q, sort: state.sort, order: state.order, offset: state.offset, limit: state.limit});

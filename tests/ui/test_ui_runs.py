@@ -139,7 +139,7 @@ def test_hovering_a_heatmap_cell_shows_its_mean_and_ci(browser, site):
         page.mouse.move(x, y)
         hover = page.locator(".hoverlayer .hovertext").first
         hover.wait_for(timeout=10_000)
-        text = hover.inner_text()
+        text = hover.text_content()
         t.shot("run-patch-hover")
         assert t.errors == []
     mean = block["values"][i][j]
@@ -215,7 +215,7 @@ def test_the_feature_page_highlights_the_firing_tokens(browser, site):
     d = _dictionary(url)
     i = httpx.get(f"{url}/api/latents", params={"d": d["id"]}).json()["latents"][0]["index"]
     f = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": i}).json()
-    contexts = f["top_contexts"] + [c for q in f["quantiles"] for c in q["contexts"]]
+    contexts = f["top_contexts"] + [c for q in reversed(f["quantiles"]) for c in q["contexts"]]  # highest first, as shown
     with tab(browser, url) as t:
         page = t.open(f"/features?d={d['id']}")
         assert page.locator("table.latent-table tbody tr").count() == min(50, f["d_sae"])

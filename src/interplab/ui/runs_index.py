@@ -1,5 +1,5 @@
-"""The index of run records under RUNS_DIR: every directory (to a depth of 3) holding a
-``config.json``, with its analysis, model, date, headline numbers and whether it is complete.
+"""The index of run records under RUNS_DIR: every run directory to a depth of 3 (``is_record``),
+with its analysis, model, date, headline numbers and whether it is complete.
 A record that is missing a file or holds corrupt JSON is listed with its status and the reason,
 never hidden and never breaking the rest. Entries are cached per directory and re-read when a
 file's modification time changes, so a refresh after a new run costs one directory scan."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,6 +84,24 @@ def read_entry(root: Path, path: Path) -> Entry:
     return entry
 
 
+RECORD_NAME = re.compile(r".+-\d{8}-\d{6}(-\d+)?$")  # what RunRecord names a run: NAME-YYYYMMDD-HHMMSS[-n]
+
+
+def is_record(path: Path) -> bool:
+    """A run record, complete or not: a config.json beside a results.json, or in a directory
+    named as the runner names runs, or naming its analysis. Other directories with a config.json
+    (dictionaries, stores and feature statistics: config + provenance) are not runs."""
+    if not (path / "config.json").is_file():
+        return False
+    if (path / "results.json").is_file() or RECORD_NAME.match(path.name):
+        return True
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "analysis" in config
+
+
 def _stamp(path: Path) -> tuple:
     out = []
     for name in FILES:
@@ -107,7 +126,7 @@ class RunIndex:
             except OSError:
                 return
             for child in children:
-                if (child / "config.json").is_file():
+                if is_record(child):
                     yield child
                 elif depth < MAX_DEPTH:
                     yield from walk(child, depth + 1)

@@ -20,3 +20,51 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- the live pages' tiny model and artifacts (tests/ui/test_live*.py) ---------------------------
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """The integration tests' tiny random Llama with a character tokenizer, saved to disk."""
+    from tests.integration.test_harvest import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    from interplab.runtime.loading import load
+
+    return load(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def live_artifacts(tiny, tmp_path_factory):
+    """Saved directories for ``Artifacts.load``: vectors "up" (L0.resid_post) and "both" (two
+    sites), probes "p" (last token) and "m" (mean), a top-k dictionary "sae" at L1.resid_post
+    with a ``features/`` stub (so the feature dashboards list it)."""
+    from interplab.analyses.probes import Probe
+    from interplab.analyses.steering import SteeringVector
+    from interplab.dictionary.base import DICTIONARIES, DictionaryConfig
+
+    root = tmp_path_factory.mktemp("live-artifacts")
+    d = tiny.dims.d_model
+    g = torch.Generator().manual_seed(3)
+    SteeringVector({"L0.resid_post": torch.randn(d, generator=g)}).save(root / "up")
+    SteeringVector({"L0.resid_post": torch.randn(d, generator=g),
+                    "L1.resid_post": torch.randn(d, generator=g)}).save(root / "both")
+    for name, reduction in (("p", "last"), ("m", "mean")):
+        w = torch.randn(d, generator=g)
+        Probe("L1.resid_post", reduction, "logistic", w / w.norm(), w, 0.25, torch.zeros(d),
+              ("calm", "excited")).save(root / name)
+    sae = DICTIONARIES.get("topk")(DictionaryConfig(d_in=d, d_sae=48, k=4, input_site="L1.resid_post"))
+    with torch.no_grad():
+        sae.W_enc.normal_(generator=g)  # activations well above zero, so every token has latents
+        sae.b_enc.add_(0.05 * torch.randn(48, generator=g))
+    sae.save(root / "sae")
+    stub = root / "sae" / "features"
+    stub.mkdir()
+    (stub / "config.json").write_text("{}")
+    (stub / "stats.safetensors").write_bytes(b"")
+    return {"vectors": [root / "up", root / "both"], "probes": [root / "p", root / "m"],
+            "dictionaries": [root / "sae"]}

@@ -117,6 +117,7 @@ class Graph:
     high: list[float] | None = None
     truth: list[bool] | None = None  # per edge: in the ground-truth circuit
     node_scores: list[float] | None = None
+    edge_labels: list[str] | None = None  # per edge, e.g. "q" / "k" / "v" for a head's inputs
     threshold: float = 0.0
     score_label: str = "edge score"
     caption: str = ""

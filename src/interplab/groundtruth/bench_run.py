@@ -117,6 +117,7 @@ class BenchResult(Result):
                 f"circuit_{k}", f"{r.method} on {r.model}", list(c.nodes), list(c.layers),
                 [index[e[0]] for e in c.edges], [index[e[1]] for e in c.edges], list(c.scores),
                 low=list(c.low), high=list(c.high), truth=list(c.truth), threshold=c.threshold,
+                edge_labels=[" → ".join(e) if len(e) < 3 else f"{e[0]} → {e[1]} ({e[2]})" for e in c.edges],
                 score_label=f"edge score: change of {c.metric} when the edge alone is ablated",
                 caption=f"{r.method} on {r.model}: each edge's mean score over prompts (95% CI); truth: the "
                         f"planted circuit's {sum(c.truth)} edges. Shown: |score| >= {c.threshold:.3g}{cut}. A "

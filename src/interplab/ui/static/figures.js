@@ -149,12 +149,13 @@ function graphTraces(b, threshold) {
     traces.push({type: "scatter", mode: "lines", x: [x0, x1], y: [y0, y1], hoverinfo: "skip", showlegend: false,
                  line: {width: 1 + 5 * Math.abs(s) / maxAbs, color: s >= 0 ? "#2458b3" : "#b3261e", dash: truth === false ? "dot" : "solid"}});
     mids.x.push((x0 + x1) / 2); mids.y.push((y0 + y1) / 2);
-    mids.custom.push([b.nodes[b.sources[e]], b.nodes[b.targets[e]], s, b.low ? b.low[e] : null, b.high ? b.high[e] : null,
+    const name = b.edge_labels ? b.edge_labels[e] : `${b.nodes[b.sources[e]]} → ${b.nodes[b.targets[e]]}`;
+    mids.custom.push([name, null, s, b.low ? b.low[e] : null, b.high ? b.high[e] : null,
                       truth === null ? "" : (truth ? "yes" : "no")]);
   });
   traces.push({type: "scatter", mode: "markers", x: mids.x, y: mids.y, customdata: mids.custom, showlegend: false,
                marker: {size: 6, color: "rgba(0,0,0,0.25)"}, name: "edges",
-               hovertemplate: "%{customdata[0]} → %{customdata[1]}<br>" + b.score_label + " %{customdata[2]:.4g}" +
+               hovertemplate: "%{customdata[0]}<br>" + b.score_label + " %{customdata[2]:.4g}" +
                  (b.low ? "<br>95% CI [%{customdata[3]:.4g}, %{customdata[4]:.4g}]" : "") +
                  (b.truth ? "<br>in the true circuit: %{customdata[5]}" : "") + "<extra></extra>"});
   traces.push({type: "scatter", mode: "markers+text", x: b.nodes.map((_, i) => pos[i][0]), y: b.nodes.map((_, i) => pos[i][1]),

@@ -159,6 +159,10 @@ def test_the_command_prints_a_working_url_within_seconds(tmp_path, target):
         assert r.status_code == 200 and b"<main>" in r.content
         if target.endswith("000000"):
             assert match.group(2) == "/run?id=lens-20260101-000000"
+        else:  # the index, and the latest complete run on the next line
+            assert match.group(2) == "/"
+            latest = proc.stdout.readline()
+            assert latest.startswith("latest run (lens, lens-20260101-000000): http://127.0.0.1:")
         assert httpx.get(match.group(1) + "/api/runs").json()["total"] == 3
     finally:
         proc.terminate()

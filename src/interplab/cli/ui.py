@@ -10,8 +10,8 @@ HELP = "look at run records, feature dashboards and a live model in the browser 
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("ui", help=HELP, description=HELP + ". Prints its URL when ready; Ctrl-C stops it. "
-                       "RUNS_DIR may also be one run record: the URL then opens that run.")
+    p = sub.add_parser("ui", help=HELP, description=HELP + ". Prints its URL (and the latest run's) when ready; "
+                       "Ctrl-C stops it. RUNS_DIR may also be one run record: the URL then opens that run.")
     p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
                    help="directory of run records, searched 3 levels deep (default: runs)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other "
@@ -20,6 +20,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="access token (default: $INTERPLAB_TOKEN); the printed URL carries it")
     p.add_argument("--model", default="smollm2-135m", help="model of the live pages (prompt explorer, steering "
                    "playground), loaded in the background after the UI starts (default: smollm2-135m)")
+    p.add_argument("--open", action="store_true", help="open the index in the system's web browser")
     p.add_argument("--no-live", action="store_true", help="no live model: runs and feature dashboards only")
     p.add_argument("--vectors", nargs="+", default=[], metavar="DIR",
                    help="saved steering vectors (interplab steer's vector/ directories) for the playground")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     check_bind(args.host, token)  # refuse before anything loads
     opts = UiOptions(runs_dir=args.runs_dir, host=args.host, port=args.port, model=None if args.no_live else args.model,
                      vectors=tuple(args.vectors), probes=tuple(args.probes), dictionaries=tuple(args.dictionaries),
-                     settings=UiSettings(token=token))
+                     settings=UiSettings(token=token), open_browser=args.open)
     try:
         run_ui(opts)
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ class UiOptions:
     probes: tuple[str, ...] = ()
     dictionaries: tuple[str, ...] = ()
     settings: UiSettings = field(default_factory=UiSettings)
+    open_browser: bool = False
 
 
 def locate(runs_dir: str | Path) -> tuple[Path, str | None]:
@@ -34,6 +35,12 @@ def locate(runs_dir: str | Path) -> tuple[Path, str | None]:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{path} is not a directory of run records.")
     return path, None
+
+
+def latest_run(index):
+    """The most recently started complete run, or None."""
+    done = [e for e in index.entries() if e.status == "ok" and e.started]
+    return max(done, key=lambda e: e.started, default=None)
 
 
 def build(options: UiOptions):
@@ -57,10 +64,23 @@ def run_ui(options: UiOptions, out=sys.stdout) -> None:
     app, first, live = build(options)
     sock = listen(options.host, options.port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
-    url = url_of(sock, options.host) + ("/run?id=" + quote(first, safe="") if first else "/")
-    if options.settings.token:
-        url += ("&" if "?" in url else "?") + "token=" + quote(options.settings.token, safe="")
-    print(f"interplab ui: {url}", file=out, flush=True)
+    base = url_of(sock, options.host)
+
+    def link(path: str) -> str:
+        if options.settings.token:
+            path += ("&" if "?" in path else "?") + "token=" + quote(options.settings.token, safe="")
+        return base + path
+
+    print(f"interplab ui: {link('/run?id=' + quote(first, safe='') if first else '/')}", file=out, flush=True)
+    if first is None:
+        latest = latest_run(app.state.index)
+        if latest is not None:
+            print(f"latest run ({latest.analysis}, {latest.id}): {link('/run?id=' + quote(latest.id, safe=''))}",
+                  file=out, flush=True)
+    if options.open_browser:
+        import webbrowser
+
+        webbrowser.open(link("/"))
     try:
         server.run(sockets=[sock])
     finally:

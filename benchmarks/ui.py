@@ -11,7 +11,9 @@ reported apart):
   ``/api/feature`` for a random latent);
 * with ``--browser``: headless Chromium's time from navigation to the page being drawn
   (``body[data-ready]``), p50 / p95 over repeated loads, and each page's weight: the bytes on the
-  wire (compressed) of everything it loads with an empty cache, and with a warm cache.
+  wire (compressed) of everything it loads with an empty cache, and with a warm cache; also a
+  run page with figures (an IOI demo record, when the copied records have one), which loads
+  Plotly's JS.
 
 The runs are copies of the records under ``--copy-from`` (real records, cycled; default: the
 repository's ``runs/`` when it has some) or, without any, synthetic records of the same layout.
@@ -131,23 +133,28 @@ def browser_bench(url: str, did: str, n_latents: int, loads: int) -> dict:
     rng = random.Random(1)
     pages = {"index": lambda: "/", "latent list": lambda: f"/features?d={did}",
              "feature": lambda: f"/feature?d={did}&i={rng.randrange(n_latents)}"}
+    runs = httpx.get(f"{url}/api/runs", params={"analysis": "demo", "limit": 1}).json()["runs"]
+    if runs:  # a run page with figures: it loads Plotly (cached after the first visit)
+        pages["run (an IOI demo record)"] = lambda: f"/run?id={runs[0]['id']}"
     out = {}
     with chromium() as browser:
         for name, make in pages.items():
             weights = []
             for cache in ("cold", "warm"):
-                with tab(browser, url) as t:
-                    sizes = []
-                    t.page.on("requestfinished", lambda req, sizes=sizes: sizes.append(req.sizes()))
+                with tab(browser, url, route=False) as t:
                     if cache == "warm":
                         t.open(make())
-                        sizes.clear()
+                    # bytes received from the network (compressed; 0 for a cache hit), from Chromium itself
+                    cdp = t.page.context.new_cdp_session(t.page)
+                    cdp.send("Network.enable")
+                    got = []
+                    cdp.on("Network.loadingFinished", lambda e, got=got: got.append(e["encodedDataLength"]))
                     t.open(make())
                     t.page.wait_for_load_state("networkidle")
-                    weights.append(sum(s["responseBodySize"] + s["responseHeadersSize"] for s in sizes))
+                    weights.append(int(sum(got)))
                     assert not t.errors, t.errors
             ms = []
-            with tab(browser, url) as t:
+            with tab(browser, url, route=False) as t:
                 t.open(make())
                 for _ in range(loads):
                     start = time.perf_counter()

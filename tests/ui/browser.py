@@ -61,7 +61,10 @@ class Tab:
 
 
 @contextlib.contextmanager
-def tab(browser, base: str, width: int = 1280, height: int = 900):
+def tab(browser, base: str, width: int = 1280, height: int = 900, route: bool = True):
+    """A new browser context and page. ``route``: every request passes through a handler that
+    records its host and refuses any outside loopback (Playwright then bypasses the HTTP cache;
+    the benchmark measures cached loads with ``route=False``)."""
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     t = Tab(page, base)
@@ -75,7 +78,8 @@ def tab(browser, base: str, width: int = 1280, height: int = 900):
             return route.abort()  # the network is off for the UI: nothing may leave loopback
         return route.continue_()
 
-    page.route("**/*", record)
+    if route:
+        page.route("**/*", record)
     try:
         yield t
     finally:

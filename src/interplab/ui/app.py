@@ -83,6 +83,11 @@ def create_ui_app(runs_dir: str | Path, settings: UiSettings | None = None, feat
         app.add_api_route(route, (lambda n: lambda: html(n))(name), methods=["GET"],
                           include_in_schema=False)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():  # browsers ask for it whatever the page says; a 404 would be a console error
+        asset = assets()["favicon.svg"]
+        return Response(asset.body, media_type=asset.media_type, headers={"cache-control": "public, max-age=86400"})
+
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str, request: Request):
         asset = assets().get(name)

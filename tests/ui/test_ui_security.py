@@ -167,3 +167,27 @@ def test_the_command_prints_a_working_url_within_seconds(tmp_path, target):
     finally:
         proc.terminate()
         proc.communicate(timeout=10)  # reads and closes both pipes
+
+
+def test_dictionaries_without_statistics_are_skipped_and_a_missing_one_is_an_error(tmp_path, caplog):
+    (tmp_path / "sae").mkdir()  # a dictionary eval-sae has not been run on
+    features = Features.discover(tmp_path / "runs", [str(tmp_path / "sae")])
+    assert features.listing() == []
+    assert "eval-sae --dictionary" in caplog.text
+    with pytest.raises(ConfigError, match="no such directory"):
+        Features.discover(tmp_path / "runs", [str(tmp_path / "nope")])
+
+
+def test_corrupt_feature_statistics_are_a_clear_error_and_the_rest_still_works(tmp_path):
+    stats = tmp_path / "sae" / "features"
+    stats.mkdir(parents=True)
+    (stats / "config.json").write_text(json.dumps({"format": "interplab-feature-stats/1", "config": {},
+                                                   "input_site": "L0.resid_post", "target_site": "L0.resid_post",
+                                                   "n_contexts": 1, "n_tokens": 1}))
+    (stats / "stats.safetensors").write_bytes(b"\x00garbage")
+    root = fake_runs(tmp_path / "runs")
+    with live(create_ui_app(root, features=Features.discover(root, [str(tmp_path / "sae")]))) as url:
+        (d,) = httpx.get(f"{url}/api/features").json()["dictionaries"]
+        r = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": 0})
+        assert r.status_code == 400 and "do not load" in r.json()["error"]["message"]
+        assert httpx.get(f"{url}/api/runs").json()["total"] == 3

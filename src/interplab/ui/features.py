@@ -12,6 +12,7 @@ search text of every latent (its top tokens and logit effects) is built once per
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from interplab.core.errors import InputError
 from interplab.ui.blocks_json import plain
 from interplab.ui.paths import NotFound
 
+log = logging.getLogger(__name__)
 SORTS = ("density", "max", "index")
 
 
@@ -89,12 +91,15 @@ class Features:
     def discover(cls, root: str | Path, dictionaries=()) -> Features:
         found: list[tuple[Path, str]] = []
         for d in dictionaries:
-            stats = _stats_dir(Path(d))
-            if stats is None:
+            if not Path(d).is_dir():
                 from interplab.core.errors import ConfigError
 
-                raise ConfigError(f"{d} has no feature statistics (no {Path(d) / 'features'}/config.json): run "
-                                  f"`interplab eval-sae --dictionary {d}` to compute them.")
+                raise ConfigError(f"--dictionaries {d}: no such directory.")
+            stats = _stats_dir(Path(d))
+            if stats is None:  # still usable by the live pages; no dashboard
+                log.warning("%s has no feature statistics (no %s/config.json), so no dashboard: run "
+                            "`interplab eval-sae --dictionary %s` to compute them.", d, Path(d) / "features", d)
+                continue
             found.append((stats, Path(d).name))
         for path, run in _eval_runs(Path(root)):
             stats = _stats_dir(path)

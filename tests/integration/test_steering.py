@@ -200,6 +200,12 @@ def test_evaluate_steering_sweep(model, family, forward_calls):
     assert torch.equal(res.scores[:, 1].float(), probe.score(clean))
     assert res.kl[1] == 0 and (res.kl[[0, 2, 3]] > 0).all()
     assert res.perplexity.shape == (4,) and res.output_length.shape == (2, 4)
+    # side effects' CIs over the 2 neutral contexts: around the means, the perplexity's from exp(NLL)
+    assert torch.allclose(res.kl_ci.estimate, res.kl.double())
+    assert (res.kl_ci.low <= res.kl + 1e-12).all() and (res.kl <= res.kl_ci.high + 1e-12).all()
+    assert (res.perplexity_low <= res.perplexity * (1 + 1e-9)).all()
+    assert (res.perplexity * (1 - 1e-9) <= res.perplexity_high).all()
+    assert (res.kl_ci.high[[0, 2, 3]] > res.kl_ci.low[[0, 2, 3]]).all()
     assert (res.output_length >= 1).all() and (res.output_length <= 3).all()
     assert res.slope.low <= res.slope.estimate <= res.slope.high
     assert 0 <= float(res.wrong_sign.estimate) <= 1

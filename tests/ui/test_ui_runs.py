@@ -13,6 +13,7 @@ import pytest
 
 from interplab.runs.runner import load_run
 from interplab.ui.app import create_ui_app
+from interplab.ui.assets import EXTERNAL
 from interplab.ui.blocks_json import blocks_json
 from interplab.ui.features import Features
 from tests.integration.serving import live
@@ -64,7 +65,9 @@ def test_the_run_api_gives_the_records_numbers(name, site):
     import httpx
 
     url, root, ids = site
-    view = httpx.get(f"{url}/api/run", params={"id": ids[name]}, timeout=60).json()
+    response = httpx.get(f"{url}/api/run", params={"id": ids[name]}, timeout=60)
+    assert not EXTERNAL.search(response.content)  # no served byte names an external address
+    view = response.json()
     assert view["status"] == "ok" and view["analysis"] == name
     loaded = load_run(root / ids[name])  # read back independently of the UI's cache
     assert view["blocks"] == json.loads(json.dumps(blocks_json(loaded.result.blocks())))
@@ -172,7 +175,9 @@ def test_the_eval_sae_runs_dictionary_has_dashboards_equal_to_its_statistics(sit
     densities = [x["density"] for x in page["latents"]]
     assert densities == sorted(densities, reverse=True)
     i = page["latents"][0]["index"]
-    f = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": i}).json()
+    response = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": i})
+    assert not EXTERNAL.search(response.content)
+    f = response.json()
     assert f["density"] == float(stats.density[i])
     assert f["histogram"]["counts"] == stats.hist_counts[i].tolist()
     for j, c in enumerate(f["top_contexts"]):

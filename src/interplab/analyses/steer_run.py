@@ -100,6 +100,16 @@ class SteerRunResult(Result):
     def terminal(self) -> list[Block]:
         return [*super().terminal(), self._table()]
 
+    def _band(self, key: str, series: str) -> dict:
+        """Lines' low/high for a side effect, when the record has its CI (older ones do not)."""
+        low, high = self.sweep.get(f"{key}_low"), self.sweep.get(f"{key}_high")
+        if low is None or high is None:
+            return {}
+        return {"low": {series: low.tolist()}, "high": {series: high.tolist()}}
+
+    def _band_note(self) -> str:
+        return "; band: 95% bootstrap CI over the neutral contexts" if self.sweep.get("kl_low") is not None else ""
+
     def samples_table(self) -> Table:
         """One row per (scale, sample): the prompt and its greedy continuation at that scale (the
         samples are the first prompts', in order)."""
@@ -125,12 +135,15 @@ class SteerRunResult(Result):
         ]
         if s["kl"] is not None:
             out.append(Lines("steer_kl", "Side effect: KL on neutral text", scales, {"KL": s["kl"].tolist()},
-                             "scale", "KL(unsteered ‖ steered), nats/token",
-                             caption="Mean KL of next-token distributions on a neutral corpus (0 at scale 0)."))
+                             "scale", "KL(unsteered ‖ steered), nats/token", **self._band("kl", "KL"),
+                             caption="Mean KL of next-token distributions on a neutral corpus (0 at scale 0)"
+                                     f"{self._band_note()}."))
         if s["perplexity"] is not None:
             out.append(Lines("steer_perplexity", "Side effect: perplexity on neutral text", scales,
                              {"perplexity": s["perplexity"].tolist()}, "scale", "perplexity",
-                             caption="Perplexity of the neutral corpus under steering (scale 0: the model's own)."))
+                             **self._band("perplexity", "perplexity"),
+                             caption="Perplexity of the neutral corpus under steering (scale 0: the model's own)"
+                                     f"{self._band_note()}."))
         if self.samples:
             out += [Heading("Samples (greedy)"), self.samples_table()]
         out.append(Text("The vector is saved as vector/ (SteeringVector.load; `interplab generate --steer`).", note=True))
@@ -181,7 +194,10 @@ def steer(cfg: SteerRunConfig, ctx: Context) -> SteerRunResult:
         slope={"estimate": float(s.estimate), "low": float(s.low), "high": float(s.high)},
         wrong_sign=float(w.estimate), wrong_sign_ci=[float(w.low), float(w.high)],
         sweep={"scales": res.scales, "scores": res.scores, "mean": m.estimate, "low": m.low, "high": m.high,
-               "kl": res.kl, "perplexity": res.perplexity, "output_length": res.output_length},
+               "kl": res.kl, "perplexity": res.perplexity, "output_length": res.output_length,
+               **({} if res.kl_ci is None else {"kl_low": res.kl_ci.low, "kl_high": res.kl_ci.high,
+                                                "perplexity_low": res.perplexity_low,
+                                                "perplexity_high": res.perplexity_high})},
         samples=dict(res.samples or {}), prompts=list(cfg.prompts), vector_norm=vector.norm(),
         probe_summary=fit.summary(), dataset=ds.name, label_names=list(ds.label_names), method=cfg.method,
         site=cfg.site, probe_site=cfg.probe_site, model_name=model.source.get("name", ""))

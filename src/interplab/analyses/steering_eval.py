@@ -93,6 +93,11 @@ class SteeringEval:
     samples: dict[float, list[str]] | None  # scale -> generated texts (with a tokenizer)
     sites: list[str]
     method: str
+    # 95% bootstrap CIs over the neutral contexts (each context's mean KL / mean NLL; the
+    # perplexity's ends are exp of the mean NLL's); None without side effects
+    kl_ci: CI | None = None
+    perplexity_low: torch.Tensor | None = None
+    perplexity_high: torch.Tensor | None = None
 
 
 def evaluate_steering(model: Model, vector: SteeringVector, prompts, cfg: SteeringEvalConfig,
@@ -119,22 +124,28 @@ def evaluate_steering(model: Model, vector: SteeringVector, prompts, cfg: Steeri
             scores.append(measure(prompts, ivs))
             bar.update()
             log.info("steering scale %g: mean target %.4f", s, float(scores[-1].mean()))
-        kl = ppl = None
+        kl = ppl = per_context = None
         if neutral is not None:
-            kl, ppl = _side_effects(model, vector, neutral, scales, cfg, bar.update)
+            kl, ppl, per_context = _side_effects(model, vector, neutral, scales, cfg, bar.update)
         lengths, samples = _generations(model, vector, prompts, scales, cfg, bar.update)
     scores_t = torch.stack(scores, 1).double()
     scale_t = torch.tensor(scales, dtype=torch.float64)
     slopes = least_squares_slope(scale_t, scores_t)
     boot = dict(n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
     wrong = (slopes * cfg.expected_sign < 0).double()
+    side: dict = {}
+    if per_context is not None and per_context[0].shape[0] >= 2:  # a CI needs two contexts
+        kl_ctx, nll_ctx = per_context
+        nll_ci = bootstrap_ci(nll_ctx, **boot)
+        side = {"kl_ci": bootstrap_ci(kl_ctx, **boot), "perplexity_low": nll_ci.low.exp(),
+                "perplexity_high": nll_ci.high.exp()}
     return SteeringEval(
         config=cfg, scales=scale_t, scores=scores_t,
         mean_score=bootstrap_ci(scores_t, **boot),
         slopes=slopes, slope=bootstrap_ci(slopes, **boot),
         wrong_sign=bootstrap_ci(wrong, method="percentile", **boot),
         kl=kl, perplexity=ppl, output_length=lengths, samples=samples,
-        sites=[str(s) for s in vector.sites], method=vector.method,
+        sites=[str(s) for s in vector.sites], method=vector.method, **side,
     )
 
 
@@ -253,8 +264,11 @@ def _neutral(model: Model, cfg: SteeringEvalConfig, neutral):
 
 # -- side effects -----------------------------------------------------------------------------
 def _side_effects(model: Model, vector, neutral, scales, cfg, tick=lambda: None):
+    """(mean KL [scale], perplexity [scale], (KL [context, scale], NLL [context, scale])): the
+    per-context means behind the bootstrap CIs (contexts are equally long, so the mean of their
+    means is the mean over tokens)."""
     base = torch.log_softmax(model.run(neutral).double(), -1)
-    kls, ppls = [], []
+    kls, ppls, kl_ctx, nll_ctx = [], [], [], []
     for s in scales:
         if s == 0.0:
             logp = base
@@ -265,8 +279,11 @@ def _side_effects(model: Model, vector, neutral, scales, cfg, tick=lambda: None)
         kls.append(kl.mean())
         nll = -logp[:, :-1].gather(-1, neutral[:, 1:, None].to(logp.device)).squeeze(-1)
         ppls.append(nll.mean().exp())
+        kl_ctx.append(kl.mean(1))
+        nll_ctx.append(nll.mean(1))
         tick()
-    return torch.stack(kls).cpu(), torch.stack(ppls).cpu()
+    per_context = (torch.stack(kl_ctx, 1).cpu(), torch.stack(nll_ctx, 1).cpu())
+    return torch.stack(kls).cpu(), torch.stack(ppls).cpu(), per_context
 
 
 def _generations(model: Model, vector, prompts, scales, cfg, tick=lambda: None):

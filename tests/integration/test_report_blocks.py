@@ -205,10 +205,10 @@ def test_steering_reports_bands_side_effects_and_a_samples_table():
     assert lines["steer_kl"].series == {"KL": sweep["kl"].tolist()}
     assert lines["steer_perplexity"].series == {"perplexity": sweep["perplexity"].tolist()}
     assert not lines["steer_kl"].low  # a record from before the side effects' CIs: no band
-    sweep.update(kl_low=torch.tensor([0.1, 0.0, 0.2]), kl_high=torch.tensor([0.3, 0.0, 0.4]),
+    sweep.update(kl_low=torch.tensor([0.125, 0.0, 0.25]), kl_high=torch.tensor([0.375, 0.0, 0.5]),
                  perplexity_low=torch.tensor([11.0, 9.5, 12.0]), perplexity_high=torch.tensor([13.0, 10.5, 14.0]))
     lines = {b.name: b for b in result.blocks() if isinstance(b, Lines)}
-    assert lines["steer_kl"].low == {"KL": [0.1, 0.0, 0.2]} and lines["steer_kl"].high["KL"][2] == 0.4
+    assert lines["steer_kl"].low == {"KL": [0.125, 0.0, 0.25]} and lines["steer_kl"].high["KL"][2] == 0.5
     assert lines["steer_perplexity"].low == {"perplexity": [11.0, 9.5, 12.0]}
     assert lines["steer_perplexity"].high == {"perplexity": [13.0, 10.5, 14.0]}
     table = next(b for b in blocks if isinstance(b, Table) and b.header == ["scale", "prompt", "continuation"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.integration.conftest import tiny, tiny_dir  # noqa: F401 (fixtures: the tiny random Llama)
+
 from .browser import chromium
 
 
@@ -24,22 +26,7 @@ def _one_thread():
 
 # -- the live pages' tiny model and artifacts (tests/ui/test_live*.py) ---------------------------
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """The integration tests' tiny random Llama with a character tokenizer, saved to disk."""
-    from tests.integration.test_harvest import save_tiny
-
-    return save_tiny(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    from interplab.runtime.loading import load
-
-    return load(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def live_artifacts(tiny, tmp_path_factory):
+def live_artifacts(tiny, tmp_path_factory):  # noqa: F811 (the imported fixture)
     """Saved directories for ``Artifacts.load``: vectors "up" (L0.resid_post) and "both" (two
     sites), probes "p" (last token) and "m" (mean), a top-k dictionary "sae" at L1.resid_post
     with a ``features/`` stub (so the feature dashboards list it)."""

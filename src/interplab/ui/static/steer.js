@@ -4,22 +4,6 @@
 // One POST /api/steer per generation; it runs on the same engine as `interplab serve`.
 "use strict";
 
-function showToken(t) {
-  return String(t).replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅";
-}
-
-async function waitForLive(line) {
-  for (;;) {
-    const health = await api("/api/health");
-    const live = health.live;
-    if (!live) throw new Error("This interplab ui has no live model: start `interplab ui` with a model to use this page.");
-    if (live.state === "ready") return api("/api/live");
-    if (live.state === "error") throw new Error(`The model ${live.model} failed to load: ${live.error}`);
-    line.textContent = `Loading the model ${live.model}… (this page continues when it is ready)`;
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-  }
-}
-
 function generation(box, title, prompt, side, kl) {
   const tokens = el("div", {class: "tokens kl-tokens"});
   side.tokens.forEach((t, i) => {

@@ -22,7 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr,rl]"
+	$(BIN)/pip install -q -e ".[gguf,defaults,test,tracr,rl,gnn]"
 	# the UI's browser tests drive Debian's Chromium (Playwright never downloads a browser here)
 	command -v chromium > /dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null) \
 	  || (sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive sudo apt-get install -y -qq chromium > /dev/null)

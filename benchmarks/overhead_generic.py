@@ -10,6 +10,8 @@ Rows per model:
   plain_again  the very same call again: its ratio to ``plain`` is this run's noise floor
   run          hm.run(*inputs) with nothing attached (the goal: <= 1% over ``plain``)
   cache        hm.run_with_cache(*inputs) of every declared site
+  raw_hooks    the floor for that cache: bare torch hooks (forward / message) cloning the same
+               tensors, registered and removed per call
   cache_item   (GCN) hm.run_with_cache(*inputs, items=[3]): one graph's rows of every site
 
 It also checks that ``run`` and ``run_with_cache`` give the plain outputs bit for bit and that no
@@ -176,6 +178,29 @@ def fixed_cost(reps: int = 20000) -> dict:
     return {"identity_call_us": plain, "hm_run_us": run, "added_us": run - plain}
 
 
+def make_raw_hooks(hm: HookedModule):
+    """The least a hook-based cache of the same sites can do (output and message sites only)."""
+    mods = dict(hm.module.named_modules())
+    specs = list(hm.sites.items())
+
+    def fn(*inputs, **kw):
+        store, handles = {}, []
+        try:
+            for name, spec in specs:
+                def keep(module, args, output, name=name):
+                    store[name] = output.detach().clone()
+                mod = mods[spec.path]
+                if spec.tensor == "message":
+                    handles.append(mod.register_message_forward_hook(keep))
+                else:
+                    handles.append(mod.register_forward_hook(keep))
+            return hm.module(*inputs, **kw), store
+        finally:
+            for h in handles:
+                h.remove()
+    return fn
+
+
 def same(a, b) -> bool:
     if isinstance(a, tuple):
         return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
@@ -198,17 +223,22 @@ def main(argv=None) -> dict:
     load_before = os.getloadavg()
     for name, (hm, inputs, kw, extra, desc) in setups(args).items():
         module = hm.module
+        raw_hooks = make_raw_hooks(hm)
         contenders = {
             "plain": lambda m=module, i=inputs, k=kw: m(*i, **k),
             "plain_again": lambda m=module, i=inputs, k=kw: m(*i, **k),
             "run": lambda h=hm, i=inputs, k=kw: h.run(*i, **k),
             "cache": lambda h=hm, i=inputs, k=kw: h.run_with_cache(*i, **k),
+            "raw_hooks": lambda f=raw_hooks, i=inputs, k=kw: f(*i, **k),
         }
         contenders.update({n: (lambda f=f, i=inputs, k=kw: f(*i, **k)) for n, f in extra.items()})
         with torch.no_grad():
             ref = module(*inputs, **kw)
             checks[f"{name}_run_bit_identical"] = same(hm.run(*inputs, **kw), ref)
-            checks[f"{name}_cache_output_bit_identical"] = same(hm.run_with_cache(*inputs, **kw)[0], ref)
+            out, cache = hm.run_with_cache(*inputs, **kw)
+            checks[f"{name}_cache_output_bit_identical"] = same(out, ref)
+            _, raw = contenders["raw_hooks"]()
+            checks[f"{name}_cache_equals_raw_hooks"] = all(torch.equal(cache[n], raw[n]) for n in raw)
         print(f"timing {name}: {desc}; {args.warmup} warm-up + {args.rounds} interleaved rounds ...",
               file=sys.stderr, flush=True)
         wall, cpu = interleaved(contenders, args.rounds, args.warmup)

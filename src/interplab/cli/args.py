@@ -48,6 +48,8 @@ def field_specs(cls) -> list[dict]:
         spec = {"name": f.name, "help": field_help(f), "required": required,
                 "kind": "bool" if kind is bool else "list" if origin in (tuple, list) or kind in (tuple, list) else "value"}
         spec["default"] = default if spec["kind"] == "bool" else _fmt_default(default)
+        if f.metadata.get("alias"):
+            spec["alias"] = f.metadata["alias"]
         specs.append(spec)
     return specs
 
@@ -61,14 +63,16 @@ def add_spec_args(parser: argparse.ArgumentParser, specs: list[dict], positional
         if name in positional:
             parser.add_argument(name, help=help_text)
             continue
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-")]
+        if spec.get("alias"):
+            flags.append("--" + spec["alias"].replace("_", "-"))
         if spec["kind"] == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=f"{help_text} (default: {spec['default']})")
         elif spec["required"]:
-            parser.add_argument(flag, required=True, metavar=name.upper(), help=help_text)
+            parser.add_argument(*flags, dest=name, required=True, metavar=name.upper(), help=help_text)
         else:
-            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=name.upper(),
+            parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
                                 help=f"{help_text} (default: {spec['default']})")
 
 

@@ -32,9 +32,12 @@ _CHECKS = ("ge", "gt", "le", "lt", "choices")
 
 
 def param(default: Any = dataclasses.MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None,
-          choices=None, **kw) -> Any:
-    """A config field with its docstring (shown by ``--help``) and declared range checks."""
+          choices=None, alias: str | None = None, **kw) -> Any:
+    """A config field with its docstring (shown by ``--help``) and declared range checks;
+    ``alias``: another command-line name for it (e.g. ``--suite`` for ``--suites``)."""
     meta = {"help": help}
+    if alias is not None:
+        meta["alias"] = alias
     for key, value in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices)):
         if value is not None:
             meta[key] = tuple(value) if key == "choices" else value

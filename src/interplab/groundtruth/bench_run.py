@@ -20,16 +20,17 @@ from interplab.core.errors import ConfigError, choices
 from interplab.core.result import Result
 from interplab.groundtruth.bench_suites import Row
 
-SUITES = ("planted", "tracr", "circuits", "trained", "features", "probes")
+SUITES = ("planted", "tracr", "circuits", "trained", "features", "probes", "gnn")
 
 
 def _suite(name: str):
     """The function that scores suite ``name``: (quick, n_seeds) -> rows."""
-    from interplab.groundtruth import bench_circuits, bench_suites
+    from interplab.groundtruth import bench_circuits, bench_suites, gnn_bench
 
     return {"planted": bench_suites.planted_rows, "tracr": bench_suites.tracr_rows,
             "circuits": bench_circuits.circuit_rows, "trained": bench_circuits.trained_rows,
-            "features": bench_suites.features_rows, "probes": bench_suites.probes_rows}[name]
+            "features": bench_suites.features_rows, "probes": bench_suites.probes_rows,
+            "gnn": gnn_bench.gnn_rows}[name]
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class BenchConfig:
     """Which suites to run and how large."""
 
     quick: bool = param(False, help="CPU-sized versions of every suite (minutes).")
-    suites: tuple[str, ...] = param(SUITES, help=f"Suites to run: {', '.join(SUITES)}.")
+    suites: tuple[str, ...] = param(SUITES, help=f"Suites to run: {', '.join(SUITES)}.", alias="suite")
     seeds: int = param(0, help="Seeds per score (CI over seeds); 0 means 3 with --quick, 5 otherwise.", ge=0)
 
     def __post_init__(self) -> None:

@@ -47,8 +47,9 @@ test: lint
 	$(BIN)/python -m pytest -m "not gpu" tests
 
 bench: install
-	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/pip install -q -e ".[bench,gnn]"
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead_generic.py
 	$(BIN)/python benchmarks/patching.py
 	$(BIN)/python benchmarks/attribution.py
 

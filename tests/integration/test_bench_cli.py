@@ -67,3 +67,12 @@ def test_bench_trained_suite(tmp_path, capsys):
     assert rows[1]["score"] >= 0.99 and rows[2]["score"] > rows[2]["null"] + 0.3
     for r in rows[3:]:
         assert 0.0 <= r["score"] <= 1.0 and r["passes"]
+
+
+def test_bench_takes_suite_as_well_as_suites():
+    from interplab.cli.main import parse
+
+    _, _, config = parse(["bench", "--quick", "--suite", "gnn"])
+    assert config.suites == ("gnn",)
+    _, _, config = parse(["bench", "--suites", "planted,gnn"])
+    assert config.suites == ("planted", "gnn")

@@ -25,12 +25,12 @@ from interplab.core.errors import InputError
 from interplab.explain.llm_backends import (
     LM,
     EndpointError,
-    EndpointLM,
     LocalLM,
     choice_probs,
     render_plain,
 )
 from interplab.explain.llm_cache import CachedLM, LMCache
+from interplab.explain.llm_endpoint import EndpointLM
 from interplab.explain.types import Example, LatentSample
 
 __all__ = ["LM", "CachedLM", "EndpointError", "EndpointLM", "LLMExplainer", "LLMJudge", "LMCache", "LocalLM",

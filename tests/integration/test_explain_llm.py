@@ -174,6 +174,7 @@ def test_clean_label():
     assert clean_label("  \n\"Label: words about cats.\"\nmore") == "words about cats."
     assert clean_label("Explanation - the <<token>> 'the'") == "the token 'the'"
     assert clean_label(" \n \n") == "(no explanation)"
+    assert clean_label("The pattern in these examples is:\n\n* The word 'in'.\n* more") == "The word 'in'."
     assert LLMExplainer(Scripted(None)).explain(sample_stub()) == "words about cats."
 
 

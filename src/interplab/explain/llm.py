@@ -45,7 +45,7 @@ EXPLAIN_SYSTEM = ("You are a meticulous AI researcher investigating what a neuro
 EXPLAIN_USER = ("Below are text examples where the neuron is active. The tokens on which it fires most "
                 "strongly are marked <<like this>>.\n\n{examples}\n\n"
                 "In one short phrase (at most {words} words), what do the marked tokens have in common? "
-                "Consider the tokens themselves and the context just before them. Reply with the phrase only.")
+                "Reply with the phrase only.")
 JUDGE_SYSTEM = ("You judge whether text matches the description of a language-model feature. "
                 "Answer with Yes or No only.")
 DETECT_USER = ("Feature explanation: {explanation}\n\nText: {text}\n\n"
@@ -92,9 +92,13 @@ def _unquote(s: str) -> str:
 
 
 def clean_label(text: str, max_chars: int = 200) -> str:
-    """The first non-empty line of a model's answer, without quotes, markers or a 'Label:' prefix."""
+    """The first non-empty line of a model's answer that is not a lead-in ending in ':', without
+    quotes, markers, a list bullet or a 'Label:' prefix; at most ``max_chars`` characters."""
     for line in text.splitlines():
         line = _unquote(line.replace("<<", "").replace(">>", ""))
+        if line.endswith(":"):  # a lead-in ("The pattern is:"); the answer follows
+            continue
+        line = _unquote(re.sub(r"^([-*\u2022]|\d+[.)])\s+", "", line))  # a list bullet
         line = _unquote(re.sub(r"^(the\s+)?(explanation|description|answer|pattern|label|phrase)\s*[:\-]\s*",
                                "", line, flags=re.IGNORECASE))
         line = " ".join(line.split())

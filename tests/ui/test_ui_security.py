@@ -191,3 +191,25 @@ def test_corrupt_feature_statistics_are_a_clear_error_and_the_rest_still_works(t
         r = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": 0})
         assert r.status_code == 400 and "do not load" in r.json()["error"]["message"]
         assert httpx.get(f"{url}/api/runs").json()["total"] == 3
+
+
+def test_explain_labels_show_on_the_feature_pages(tmp_path):
+    from benchmarks.ui import synthetic_stats
+
+    synthetic_stats(64).save(tmp_path / "sae" / "features")
+    labels = tmp_path / "sae" / "labels"
+    labels.mkdir()
+    score = {"balanced_accuracy": 0.9, "ba_low": 0.8, "ba_high": 0.95}
+    (labels / "labels.json").write_text(json.dumps({"latents": [
+        {"latent": 3, "label": 'fires on the tokens [" tok7"]',
+         "scores": {"detection": {"score": score, "shuffled": {"balanced_accuracy": 0.5}}}},
+        {"latent": 4, "label": None, "error": "endpoint down"}]}))
+    root = fake_runs(tmp_path / "runs")
+    with live(create_ui_app(root, features=Features.discover(root, [str(tmp_path / "sae")]))) as url:
+        (d,) = httpx.get(f"{url}/api/features").json()["dictionaries"]
+        f = httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": 3}).json()
+        assert f["label"]["label"] == 'fires on the tokens [" tok7"]'
+        assert f["label"]["scores"]["detection"] == {"balanced_accuracy": 0.9, "low": 0.8, "high": 0.95, "shuffled": 0.5}
+        assert httpx.get(f"{url}/api/feature", params={"d": d["id"], "i": 4}).json()["label"] is None
+        rows = httpx.get(f"{url}/api/latents", params={"d": d["id"], "sort": "index", "order": "asc"}).json()["latents"]
+        assert rows[3]["label"] == 'fires on the tokens [" tok7"]' and rows[4]["label"] is None

@@ -35,6 +35,23 @@ class Source:
     stats: object = None
     search: list[str] | None = None
     _meta: dict | None = None
+    _labels: tuple | None = None  # (mtime, {latent: row}) of <dictionary>/labels/labels.json
+
+    def labels(self) -> dict[int, dict]:
+        """``interplab explain``'s labels of this dictionary (next to its features/), by latent."""
+        path = self.path.parent / "labels" / "labels.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return {}
+        if self._labels is None or self._labels[0] != mtime:
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8")).get("latents", [])
+                self._labels = (mtime, {int(r["latent"]): r for r in rows if r.get("label")})
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                log.warning("%s does not read; no labels shown", path)
+                self._labels = (mtime, {})
+        return self._labels[1]
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def meta(self) -> dict:
@@ -188,7 +205,8 @@ class Features:
             if q:
                 texts, needle = self._search(sid), q.lower()
                 order = [i for i in order if needle in texts[i]]
-        rows = [summary(stats, i) for i in order[offset: offset + limit]]
+        labels = self.source(sid).labels()
+        rows = [{**summary(stats, i), "label": (labels.get(i) or {}).get("label")} for i in order[offset: offset + limit]]
         return {"id": sid, "d_sae": n, "total": len(order), "offset": offset, "limit": limit, "latents": rows,
                 **self.source(sid).meta()}
 
@@ -196,7 +214,20 @@ class Features:
         stats = self.stats(sid)
         if not 0 <= i < stats.d_sae:
             raise NotFound(f"Latent {i} out of range: dictionary {sid!r} has {stats.d_sae} (0..{stats.d_sae - 1}).")
-        return {"id": sid, **self.source(sid).meta(), **dashboard(stats, i)}
+        row = self.source(sid).labels().get(i)
+        label = None if row is None else {"label": row["label"], "scores": _headline_scores(row.get("scores") or {})}
+        return {"id": sid, **self.source(sid).meta(), **dashboard(stats, i), "label": label}
+
+
+def _headline_scores(scores: dict) -> dict:
+    """Per scorer: the label's balanced accuracy with its CI, and its shuffled control's."""
+    out = {}
+    for name, s in scores.items():
+        if isinstance(s, dict) and isinstance(s.get("score"), dict):
+            sc, sh = s["score"], s.get("shuffled") or {}
+            out[name] = {"balanced_accuracy": sc.get("balanced_accuracy"), "low": sc.get("ba_low"),
+                         "high": sc.get("ba_high"), "shuffled": sh.get("balanced_accuracy")}
+    return out
 
 
 # -- one latent as JSON ----------------------------------------------------------------------------

@@ -38,6 +38,12 @@ page("features", async (main) => {
     f.index > 0 ? el("a", {href: `/feature?d=${encodeURIComponent(d)}&i=${f.index - 1}`}, "← previous") : null, " ",
     f.index + 1 < f.d_sae ? el("a", {href: `/feature?d=${encodeURIComponent(d)}&i=${f.index + 1}`}, "next →") : null);
   main.appendChild(nav2);
+  if (f.label) {
+    const parts = Object.entries(f.label.scores || {}).map(([name, s]) =>
+      `${name} ${fmt(s.balanced_accuracy, 3)} [${fmt(s.low, 3)}, ${fmt(s.high, 3)}] (shuffled label ${fmt(s.shuffled, 3)})`);
+    main.appendChild(el("p", {class: "label", id: "latent-label"}, el("b", {}, "Label: "), f.label.label,
+                        parts.length ? el("span", {class: "note"}, " — balanced accuracy: " + parts.join("; ")) : null));
+  }
   main.appendChild(kv({"density (fraction of tokens it fires on)": f.density, "mean activation when firing": f.mean_activation,
                        "tokens in the statistics": f.n_tokens, "site": f.input_site}));
   const peak = f.top_contexts.length ? f.top_contexts[0].max : 0;

@@ -34,8 +34,8 @@ page("features", async (main) => {
     info.textContent = `${data.d_sae} latents at ${data.input_site}; statistics over ${fmt(data.n_tokens)} tokens. ${data.total} shown by this filter.`;
     const rows = data.latents.map((x) => [
       el("a", {href: `/feature?d=${encodeURIComponent(d)}&i=${x.index}`}, String(x.index)), x.density, x.mean_activation,
-      x.max_activation, x.top_logits.join(" · ")]);
-    holder.replaceChildren(table(["latent", "density", "mean act.", "max act.", "promotes"], rows, {class: "latent-table"}));
+      x.max_activation, x.label || "", x.top_logits.join(" · ")]);
+    holder.replaceChildren(table(["latent", "density", "mean act.", "max act.", "label", "promotes"], rows, {class: "latent-table"}));
     pager.replaceChildren(
       el("button", {class: "plain", disabled: state.offset === 0, onclick: () => { state.offset = Math.max(0, state.offset - state.limit); load(); }}, "previous"),
       el("span", {}, data.total ? `${state.offset + 1}–${Math.min(data.total, state.offset + state.limit)} of ${data.total}` : "none"),

@@ -65,9 +65,10 @@ class ExplainRunConfig(RunFields):
     skip_contexts: int = param(0, help="Contexts to skip after the store's text.", ge=0)
     n_contexts: int = param(512, help="Contexts of text to sample windows from.", ge=8)
     ctx_len: int = param(64, help="Tokens per context.", ge=8)
-    explainer: str = param("local", help="Who writes the labels: rule, local (a model through the runtime) or "
-                                         "endpoint (an OpenAI-compatible server).", choices=KINDS)
-    judge: str = param("local", help="Who scores them: rule, local or endpoint.", choices=KINDS)
+    explainer: str = param("rule", help="Who writes the labels: rule (token patterns, no model), local (a model "
+                                        "through the runtime) or endpoint (an OpenAI-compatible server).", choices=KINDS)
+    judge: str = param("rule", help="Who scores them: rule, local or endpoint (the default 135M model as judge "
+                                    "does not beat a shuffled label: see the README).", choices=KINDS)
     lm: str = param("smollm2-135m", help="The local explainer / judge model.")
     endpoint_url: str = param("", help="Base URL of an OpenAI-compatible server (key: $INTERPLAB_ENDPOINT_KEY).")
     endpoint_model: str = param("", help="The endpoint's model (default: the first it lists).")

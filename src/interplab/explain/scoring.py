@@ -196,7 +196,9 @@ def score_with_controls(scorer_fn: Scorer, judge: Judge, explanations: Mapping[i
 def summarize(results: Mapping[int, dict], seed: int = 0, n_resamples: int = 2000) -> dict:
     """Over latents (those with a defined score and controls): mean balanced accuracy and AUROC of
     the score and of each control; per control the mean gap with a 95% bootstrap CI over latents
-    (BCa; NaN with under 2 latents) and a two-sided paired permutation p-value of score vs control."""
+    (BCa; NaN with under 2 latents) and a two-sided paired permutation p-value of score vs control,
+    in balanced accuracy (``gap_<control>``) and in AUROC (``gap_<control>_auroc``: threshold-free,
+    so it still measures a judge whose P(Yes) never crosses 0.5)."""
     from interplab.stats import bootstrap_ci, paired_permutation_test
 
     keep = [k for k, r in results.items()
@@ -209,12 +211,16 @@ def summarize(results: Mapping[int, dict], seed: int = 0, n_resamples: int = 200
     for c in ("score", "shuffled", "random"):
         out[f"mean_{c}"] = float(col(c).mean()) if keep else NAN
         out[f"mean_{c}_auroc"] = float(col(c, "auroc").nanmean()) if keep else NAN
-    for c in ("shuffled", "random"):
-        gap = col("score") - col(c)
-        entry = {"mean": float(gap.mean()) if keep else NAN, "low": NAN, "high": NAN, "p": NAN}
-        if len(keep) >= 2:
-            ci = bootstrap_ci(gap, n_resamples=n_resamples, seed=seed)
-            entry.update(low=float(ci.low), high=float(ci.high),
-                         p=float(paired_permutation_test(col("score"), col(c), seed=seed)))
-        out[f"gap_{c}"] = entry
+    for metric, suffix in (("balanced_accuracy", ""), ("auroc", "_auroc")):
+        for c in ("shuffled", "random"):
+            a, b = col("score", metric), col(c, metric)
+            both = ~(a.isnan() | b.isnan())  # AUROC is NaN where the judge's answers tie throughout
+            a, b = a[both], b[both]
+            gap = a - b
+            entry = {"mean": float(gap.mean()) if len(gap) else NAN, "low": NAN, "high": NAN, "p": NAN,
+                     "n": int(len(gap))}
+            if len(gap) >= 2:
+                ci = bootstrap_ci(gap, n_resamples=n_resamples, seed=seed)
+                entry.update(low=float(ci.low), high=float(ci.high), p=float(paired_permutation_test(a, b, seed=seed)))
+            out[f"gap_{c}{suffix}"] = entry
     return out

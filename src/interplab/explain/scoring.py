@@ -218,7 +218,7 @@ def summarize(results: Mapping[int, dict], seed: int = 0, n_resamples: int = 200
             a, b = a[both], b[both]
             gap = a - b
             entry = {"mean": float(gap.mean()) if len(gap) else NAN, "low": NAN, "high": NAN, "p": NAN,
-                     "n": int(len(gap))}
+                     "n": len(gap)}
             if len(gap) >= 2:
                 ci = bootstrap_ci(gap, n_resamples=n_resamples, seed=seed)
                 entry.update(low=float(ci.low), high=float(ci.high), p=float(paired_permutation_test(a, b, seed=seed)))

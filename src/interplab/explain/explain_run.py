@@ -239,7 +239,13 @@ def _lm(cfg: ExplainRunConfig, cache, ctx: Context):
                                    model=cfg.endpoint_model or None), cache)
 
     made: dict[str, object] = {}
-    return lambda kind: made.setdefault(kind, build(kind))
+
+    def get(kind: str):
+        if kind not in made:  # one model per kind, built on first use
+            made[kind] = build(kind)
+        return made[kind]
+
+    return get
 
 
 def _explainer(cfg: ExplainRunConfig, lm):

@@ -203,7 +203,11 @@ class Journal:
 
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = self.path.is_file() and self.path.stat().st_size > 0 and not self.path.read_bytes().endswith(b"\n")
+        torn = False
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:  # the last byte only: is the last line whole?
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
         with open(self.path, "a", encoding="utf-8") as f:
             # after a torn last line (a write cut short), start a fresh one
             f.write(("\n" if torn else "") + json.dumps({**row, "key": self.key}, default=_plain) + "\n")
@@ -268,26 +272,37 @@ def _judge(cfg: ExplainRunConfig, lm):
     return LLMJudge(lm(cfg.judge))
 
 
-def choose_latents(cfg: ExplainRunConfig, model, dictionary, contexts: torch.Tensor) -> list[int]:
-    """``cfg.latents``, or ``n_latents`` drawn (seeded) among latents firing on 0 < density ≤ 0.1
-    of the sampled tokens (a streaming count over every latent, one batch at a time)."""
-    d_sae = dictionary.cfg.d_sae
+def choose_latents(cfg: ExplainRunConfig, model, dictionary, contexts: torch.Tensor
+                   ) -> tuple[list[int], torch.Tensor]:
+    """(latents, their activations ``[N, T, n]`` on ``contexts``): ``cfg.latents``, or
+    ``n_latents`` drawn (seeded) among latents firing on 0 < density ≤ 0.1 of the contexts' tokens.
+    The model reads the contexts once: its site activations serve both the count over every
+    latent and the chosen latents' activations."""
+    from interplab.explain.sampling import DictionaryActivations
+
+    d_sae, batch = dictionary.cfg.d_sae, 16
     if cfg.latents:
         bad = [i for i in cfg.latents if not 0 <= i < d_sae]
         if bad:
             raise ConfigError(f"--latents {bad[:5]} out of range: the dictionary has {d_sae} (0..{d_sae - 1}).")
-        return list(cfg.latents)
-    from interplab.explain.sampling import DictionaryActivations
-
-    source = DictionaryActivations(model, dictionary, list(range(d_sae)))
-    fires = torch.zeros(d_sae)
-    for lo in range(0, contexts.shape[0], 16):
-        fires += (source.acts(contexts[lo: lo + 16]) > 0).float().sum((0, 1))
-    density = fires / contexts.numel()
-    alive = [i for i in range(d_sae) if 0 < float(density[i]) <= 0.1]
-    if not alive:
-        raise InterplabError("No latent fires on 0 < density <= 10% of the sampled text: nothing to label.")
-    return sorted(random.Random(cfg.seed).sample(alive, min(cfg.n_latents, len(alive))))
+    every = DictionaryActivations(model, dictionary, list(range(d_sae)))
+    sites, fires = [], torch.zeros(d_sae)
+    for lo in range(0, contexts.shape[0], batch):
+        tokens = contexts[lo: lo + batch]
+        sites.append(every.site_acts(tokens))
+        if not cfg.latents:  # one batch of every latent at a time: [16, T, d_sae] at most
+            fires += (every.encoded(sites[-1], tokens) > 0).float().sum((0, 1))
+    if cfg.latents:
+        latents = list(cfg.latents)
+    else:
+        density = fires / contexts.numel()
+        alive = [i for i in range(d_sae) if 0 < float(density[i]) <= 0.1]
+        if not alive:
+            raise InterplabError("No latent fires on 0 < density <= 10% of the sampled text: nothing to label.")
+        latents = sorted(random.Random(cfg.seed).sample(alive, min(cfg.n_latents, len(alive))))
+    chosen = DictionaryActivations(model, dictionary, latents)
+    acts = torch.cat([chosen.encoded(x, contexts[k * batch: (k + 1) * batch]) for k, x in enumerate(sites)])
+    return latents, acts
 
 
 @register_analysis("explain", config=ExplainRunConfig, result=ExplainResult,
@@ -310,10 +325,10 @@ def explain(cfg: ExplainRunConfig, ctx: Context) -> ExplainResult:
     ctx.phase("packing held-out text")
     contexts, held_out = held_out_contexts(model, cfg)
     ctx.phase("choosing latents")
-    latents = choose_latents(cfg, model, dictionary, contexts)
+    latents, acts = choose_latents(cfg, model, dictionary, contexts)
     ctx.phase(f"sampling windows for {len(latents)} latents")
     samples = sample(DictionaryActivations(model, dictionary, latents), contexts, model.tokenizer,
-                     SampleConfig(window=min(24, cfg.ctx_len), seed=cfg.seed))
+                     SampleConfig(window=min(24, cfg.ctx_len), seed=cfg.seed), acts=acts)
     cache = LMCache(labels_dir / "lm-cache.jsonl")
     lm = _lm(cfg, cache, ctx)
     explainer, judge = _explainer(cfg, lm), _judge(cfg, lm)

@@ -101,9 +101,19 @@ class DictionaryActivations:
 
     @torch.no_grad()
     def acts(self, tokens: Tensor) -> Tensor:
-        b, t = tokens.shape
+        return self.encoded(self.site_acts(tokens), tokens)
+
+    @torch.no_grad()
+    def site_acts(self, tokens: Tensor) -> Tensor:
+        """The model's activations at the dictionary's input site, ``[B, T, d_in]`` (one forward)."""
         _, cache = self.model.run_with_cache(tokens.to(self.model.device), [self.site])
-        x = cache[self.site].reshape(b * t, -1).to(self.dictionary.W_dec.device)
+        return cache[self.site]
+
+    @torch.no_grad()
+    def encoded(self, x: Tensor, tokens: Tensor) -> Tensor:
+        """``acts`` from site activations ``x`` already read (``site_acts``) for ``tokens``."""
+        b, t = tokens.shape
+        x = x.reshape(b * t, -1).to(self.dictionary.W_dec.device)
         z = self.dictionary.encode(x).float().index_select(1, self._index).reshape(b, t, -1).cpu()
         if self.bos is not None:
             z = z * (tokens.cpu() != self.bos)[..., None]

@@ -161,15 +161,11 @@ def indicators(data) -> dict[str, torch.Tensor]:
 
 
 def best_abs_r(latents: torch.Tensor, indicator: torch.Tensor) -> float:
-    """The largest |Pearson r| between any latent's activation and the indicator (over nodes)."""
-    z = latents.double()
-    t = indicator.double()
-    z = z - z.mean(0)
-    t = t - t.mean()
-    denom = z.norm(dim=0) * t.norm()
-    r = (z * t[:, None]).sum(0) / denom.clamp_min(1e-12)
-    r[denom == 0] = 0.0
-    return float(r.abs().max())
+    """The largest |Pearson r| between any latent's activation and the indicator (over nodes;
+    a constant latent counts 0: ``scoring.correlation_matrix``)."""
+    from interplab.groundtruth.scoring import correlation_matrix
+
+    return float(correlation_matrix(latents.double(), indicator.double()[:, None]).abs().max())
 
 
 def sae_and_probe_rows(quick: bool, n_seeds: int) -> list[Row]:

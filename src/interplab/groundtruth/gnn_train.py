@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from interplab.core.artifacts import sha256_file
 from interplab.core.config import check_fields, param, to_dict
+from interplab.core.threads import torch_threads
 from interplab.groundtruth.gnn_data import BA2MotifsConfig, BAShapesConfig, ba_2motifs, ba_shapes
 from interplab.groundtruth.gnn_models import (
     DATA,
@@ -73,15 +74,6 @@ class GINTrainConfig:
         check_fields(self)
 
 
-class _OneThread:
-    def __enter__(self):
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.threads)
-
-
 def _metrics(model, dataset, epochs: int, seconds: float) -> dict:
     return {**{f"{s}_accuracy": accuracy(model, dataset, s) for s in ("train", "val", "test")},
             "epochs": epochs, "seconds": round(seconds, 2)}
@@ -95,7 +87,7 @@ def train_gcn(seed: int = 0, config: GCNTrainConfig | None = None) -> tuple[GCN,
     g = dataset.graphs[0]
     model_cfg = GCNConfig(in_features=dataset.num_features, hidden=cfg.hidden, layers=cfg.layers,
                           classes=dataset.num_classes, concat=cfg.concat)
-    with _OneThread():
+    with torch_threads(1):
         start = time.perf_counter()
         model = seeded_init("ba_shapes", model_cfg, cfg.seed).train()
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -120,7 +112,7 @@ def train_gin(seed: int = 0, config: GINTrainConfig | None = None) -> tuple[GIN,
     model_cfg = GINConfig(in_features=dataset.num_features, hidden=cfg.hidden, layers=cfg.layers,
                           classes=dataset.num_classes, pool=cfg.pool)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with _OneThread():
+    with torch_threads(1):
         start = time.perf_counter()
         model = seeded_init("ba_2motifs", model_cfg, cfg.seed).train()
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -7,13 +7,13 @@ file's modification time changes, so a refresh after a new run costs one directo
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from interplab.ui.blocks_json import plain
 from interplab.ui.paths import run_id
 
 FILES = ("config.json", "results.json", "provenance.json")
@@ -39,17 +39,6 @@ class Entry:
     def matches(self, q: str) -> bool:
         q = q.lower()
         return any(q in str(v).lower() for v in (self.id, self.analysis, self.model, self.title, self.started))
-
-
-def plain(value):
-    """JSON-safe headline values (NaN and inf as None)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
 
 
 def _read(path: Path) -> dict:
